@@ -1,0 +1,5 @@
+"""`python -m flipsync` runs the CLI."""
+
+from flipsync.cli import main
+
+main()

@@ -1,0 +1,111 @@
+"""The exceptions flipsync raises, named for what the operator must do next.
+
+Every error the CLI can meet derives from FlipsyncError and carries the exit code
+the CLI maps it to, so cron wrappers and monitors can tell the cases apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes, documented in the README."""
+
+    OK = 0
+    UNEXPECTED = 1
+    CONFIG = 2
+    LOCKED = 3
+    TRANSIENT = 4
+    QUOTA = 5
+    REAUTH = 6
+    REFUSED = 7
+    INTERRUPTED = 130
+
+
+class FlipsyncError(Exception):
+    """Base class: a message an operator can act on, and an exit code."""
+
+    exit_code: ExitCode = ExitCode.UNEXPECTED
+
+
+class ConfigError(FlipsyncError):
+    """The config is wrong. Carries every problem found, each naming its key and the fix."""
+
+    exit_code = ExitCode.CONFIG
+
+    def __init__(self, source: str, problems: Sequence[str]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        lines = [f"{source}: {len(self.problems)} problem(s):"]
+        lines += [f"  - {p}" for p in self.problems]
+        lines.append("  See config.example.yaml for every key with a comment.")
+        super().__init__("\n".join(lines))
+
+
+class AccountMismatch(FlipsyncError):
+    """The config names something the Constant Contact account does not have (a list, a field)."""
+
+    exit_code = ExitCode.CONFIG
+
+
+class StateError(FlipsyncError):
+    """The state DB is unreadable, from a newer flipsync, or otherwise unsafe to use."""
+
+    exit_code = ExitCode.UNEXPECTED
+
+
+class LockHeld(FlipsyncError):
+    """Another flipsync process holds this organization's lock."""
+
+    exit_code = ExitCode.LOCKED
+
+
+class InputError(FlipsyncError):
+    """An input file cannot be read at all (not found, not UTF-8, unknown format)."""
+
+    exit_code = ExitCode.CONFIG
+
+
+class ConstantContactError(FlipsyncError):
+    """Base for failures talking to Constant Contact."""
+
+    exit_code = ExitCode.TRANSIENT
+
+
+class TransientError(ConstantContactError):
+    """Constant Contact did not answer well after bounded retries; the next run retries."""
+
+    exit_code = ExitCode.TRANSIENT
+
+
+class QuotaExceeded(ConstantContactError):
+    """The daily request quota of the application key is spent; resume after the reset."""
+
+    exit_code = ExitCode.QUOTA
+
+    def __init__(self, message: str, reset_at: datetime) -> None:
+        self.reset_at = reset_at
+        super().__init__(f"{message} (quota resets at {reset_at.isoformat()})")
+
+
+class ReauthRequired(ConstantContactError):
+    """The refresh token is gone or refused: a person must run `flipsync auth login`."""
+
+    exit_code = ExitCode.REAUTH
+
+
+class RequestRefused(ConstantContactError):
+    """Constant Contact refused a request (400, 403, 404, 409, 415): retrying will not help."""
+
+    exit_code = ExitCode.REFUSED
+
+    def __init__(
+        self, message: str, *, status: int, error_key: str | None = None, body: str = ""
+    ) -> None:
+        self.status = status
+        self.error_key = error_key
+        self.body = body
+        super().__init__(message)
