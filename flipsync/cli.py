@@ -1,0 +1,551 @@
+"""The click CLI: parse, wire, call the core, print, map errors to exit codes. Nothing else.
+
+This is the composition root: the only module that knows every concrete class
+and the only importer of click. Reports go to stdout, logs to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+import click
+import structlog
+
+from flipsync import __version__, logs
+from flipsync.config import CONFIG_ENV, Settings, load_settings, secret_from_env
+from flipsync.errors import ExitCode, FlipsyncError, InputError
+from flipsync.intake import IngestReport, ingest_text
+from flipsync.lock import hold_lock
+from flipsync.report import render_history, render_table, render_text, write_outcomes
+from flipsync.state import StateDB, utcnow
+
+if TYPE_CHECKING:  # the HTTP stack is imported only by commands that talk to Constant Contact
+    from flipsync.ctct.client import ConstantContactClient
+
+P = ParamSpec("P")
+R = TypeVar("R")
+log = structlog.get_logger(__name__)
+
+
+def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn flipsync errors into one clear message and their exit code; no tracebacks."""
+
+    @wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except FlipsyncError as exc:
+            click.echo(f"flipsync: {exc}", err=True)
+            sys.exit(int(exc.exit_code))
+        except KeyboardInterrupt:
+            click.echo("flipsync: interrupted; nothing past the last commit was lost", err=True)
+            sys.exit(int(ExitCode.INTERRUPTED))
+        except click.exceptions.Exit:
+            raise
+        except click.ClickException:
+            raise
+        except Exception as exc:
+            log.exception("unexpected_error")
+            click.echo(
+                f"flipsync: unexpected error: {type(exc).__name__}: {exc} "
+                "(the log has the traceback; please report it)",
+                err=True,
+            )
+            sys.exit(int(ExitCode.UNEXPECTED))
+
+    return wrapper
+
+
+class Context:
+    """What the group passes to commands: where the config is, loaded on demand."""
+
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        """The validated config (every problem reported at once, before any network call)."""
+        if self._settings is None:
+            self._settings = load_settings(self.config_path)
+        return self._settings
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    envvar=CONFIG_ENV,
+    type=click.Path(dir_okay=False),
+    help=f"The organization's config file (or ${CONFIG_ENV}).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="warning",
+    show_default=True,
+    help="How much to log to stderr.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "json", "console"]),
+    default="auto",
+    show_default=True,
+    help="JSON lines (for cron and log shippers) or console; auto picks by terminal.",
+)
+@click.version_option(__version__, prog_name="flipsync")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, log_level: str, log_format: str) -> None:
+    """Keep a Constant Contact account in step with Flipcause, with consent rules you can read."""
+    logs.configure(log_level, log_format)
+    ctx.obj = Context(config_path)
+
+
+def build_client(settings: Settings) -> ConstantContactClient:
+    """The Constant Contact client for one organization (no request is sent here)."""
+    from flipsync.ctct.auth import TokenManager
+    from flipsync.ctct.client import ConstantContactClient
+    from flipsync.ctct.http import make_session
+    from flipsync.ctct.types import ClientSettings
+
+    cc = settings.constant_contact
+    client_settings = ClientSettings(
+        api_base_url=cc.api_base_url,
+        oauth_base_url=cc.oauth_base_url,
+        client_id=cc.client_id,
+        client_secret=secret_from_env(cc.client_secret_env),
+        token_file=cc.token_file,
+        requests_per_second=cc.requests_per_second,
+        timeout_seconds=cc.timeout_seconds,
+    )
+    session = make_session(client_settings.user_agent)
+    return ConstantContactClient(
+        client_settings, TokenManager(client_settings, session), session=session
+    )
+
+
+@contextmanager
+def open_state(settings: Settings, *, create: bool = True) -> Iterator[StateDB]:
+    """The organization's state DB, closed afterwards."""
+    state = StateDB.open(settings.state_file, create=create)
+    try:
+        yield state
+    finally:
+        state.close()
+
+
+# -- run ------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Decide and show the plan; write nothing anywhere.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write every decision to FILE (.csv for CSV, else JSON).",
+)
+@click.option("--max-batches", type=click.IntRange(min=1), help="Stop after N batches.")
+@pass_ctx
+@handle_errors
+def run(
+    ctx: Context, dry_run: bool, as_json: bool, output: Path | None, max_batches: int | None
+) -> None:
+    """Sync the inbox records after the checkpoint to Constant Contact (what cron runs)."""
+    from flipsync.sync import Syncer
+
+    settings = ctx.settings
+    with (
+        hold_lock(settings.lock_file, "dry run" if dry_run else "run"),
+        open_state(settings) as state,
+    ):
+        syncer = Syncer(settings, state, build_client(settings))
+        try:
+            report = syncer.run(dry_run=dry_run, max_batches=max_batches)
+        finally:
+            partial = syncer.report
+            if partial is not None and (partial.status == "error"):
+                _print_report(partial, as_json=as_json, output=output)
+        _print_report(report, as_json=as_json, output=output)
+
+
+def _print_report(report: Any, *, as_json: bool, output: Path | None) -> None:
+    if output is not None:
+        write_outcomes(output, report.outcomes)
+    if as_json:
+        click.echo(
+            json.dumps(report.as_dict(with_outcomes=report.dry_run), indent=2, ensure_ascii=False)
+        )
+        return
+    if report.dry_run and report.outcomes:
+        click.echo(render_table(report.outcomes))
+        click.echo()
+    click.echo(render_text(report))
+
+
+# -- ingest ---------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--json", "as_json", is_flag=True, help="Print the ingest report as JSON.")
+@pass_ctx
+@handle_errors
+def ingest(ctx: Context, files: tuple[str, ...], as_json: bool) -> None:
+    """Store saved Flipcause payloads (NDJSON, a JSON object or array; - for stdin) in the inbox."""
+    settings = ctx.settings
+    total = IngestReport()
+    with open_state(settings) as state:
+        for name in files:
+            text = _read_input(name)
+            label = "stdin" if name == "-" else name
+            report = ingest_text(
+                state,
+                text,
+                name=label,
+                source=f"file:{Path(label).name}",
+                id_field=settings.flipcause.fields.webhook_record_id,
+            )
+            total.added += report.added
+            total.duplicates += report.duplicates
+            total.rejected.extend(report.rejected)
+    if as_json:
+        click.echo(json.dumps(total.as_dict(), indent=2))
+    else:
+        click.echo(
+            f"stored {total.added} payload(s), {total.duplicates} already in the inbox, "
+            f"{len(total.rejected)} rejected"
+        )
+        for bad in total.rejected:
+            click.echo(f"  rejected {bad.location}: {bad.reason}")
+
+
+def _read_input(name: str) -> str:
+    try:
+        if name == "-":
+            return sys.stdin.buffer.read().decode("utf-8")
+        return Path(name).read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{name}: file not found") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{name}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read ({exc.strerror})") from None
+
+
+# -- explain and status ---------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("email")
+@click.option("--json", "as_json", is_flag=True, help="Print the history as JSON.")
+@pass_ctx
+@handle_errors
+def explain(ctx: Context, email: str, as_json: bool) -> None:
+    """Show every decision flipsync made for one email, with its reason."""
+    key = email.strip().lower()
+    with open_state(ctx.settings, create=False) as state:
+        rows = state.outcomes_for(key)
+        mirror = state.mirror_get([key]).get(key)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "email": email,
+                    "outcomes": rows,
+                    "constant_contact": None
+                    if mirror is None
+                    else {
+                        "permission": mirror.permission,
+                        "deleted": mirror.deleted,
+                        "contact_id": mirror.contact_id,
+                        "as_of": mirror.seen_at,
+                    },
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
+        return
+    click.echo(render_history(email, rows))
+    if mirror is not None:
+        state_text = "deleted" if mirror.deleted else mirror.permission
+        click.echo(f"last known in Constant Contact: {state_text} (as of {mirror.seen_at})")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_ctx
+@handle_errors
+def status(ctx: Context, as_json: bool) -> None:
+    """Where this organization stands: checkpoint, inbox, pending imports, recent runs."""
+    settings = ctx.settings
+    with open_state(settings, create=False) as state:
+        info = {
+            "organization": settings.organization,
+            "state_file": str(settings.state_file),
+            "checkpoint": state.checkpoint,
+            "inbox_total": state.inbox_count(),
+            "inbox_waiting": state.inbox_pending_count(),
+            "retry_queue": len(state.retry_seqs()),
+            "open_batches": [
+                {
+                    "batch": j.batch_id,
+                    "created_at": j.created_at,
+                    "ops": {op.op_id: op.state for op in j.ops},
+                }
+                for j in state.open_journals()
+            ],
+            "mirror_contacts": state.mirror_count(),
+            "mirror_complete": state.get_meta("mirror_complete") == "1",
+            "recent_runs": [
+                {k: r[k] for k in ("run_id", "kind", "started_at", "status")}
+                for r in state.recent_runs(5)
+            ],
+        }
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    for key, value in info.items():
+        click.echo(f"{key}: {value}")
+
+
+# -- check ----------------------------------------------------------------------------------
+
+
+def consent_warnings(settings: Settings) -> list[str]:
+    """Setups that would make people explicit without a Flipcause sign-up as evidence."""
+    policy = settings.policy
+    warnings = []
+    if policy.setup == "all_contacts_uniform" and policy.new_contact_status == "explicit":
+        warnings.append(
+            "policy.new_contact_status is explicit: every NEW contact, donors included, is "
+            "recorded as having given explicit permission. Only do this if the organization "
+            "has its own basis for that consent (for example an opt-in checkbox on every form)."
+        )
+    if (
+        policy.setup == "all_contacts_by_subscription"
+        and policy.new_non_subscriber_status == "explicit"
+    ):
+        warnings.append(
+            "policy.new_non_subscriber_status is explicit: new people who did NOT sign up for "
+            "the mailing list are recorded as explicit. The organization must have its own "
+            "basis for that consent."
+        )
+    return warnings
+
+
+@cli.command()
+@click.option(
+    "--offline", is_flag=True, help="Check the config only; no request to Constant Contact."
+)
+@pass_ctx
+@handle_errors
+def check(ctx: Context, offline: bool) -> None:
+    """Check the config, then the account: token works, lists and custom fields exist."""
+    settings = ctx.settings
+    click.echo(f"config {settings.config_path}: ok (setup {settings.policy.setup})")
+    for warning in consent_warnings(settings):
+        click.echo(f"warning: {warning}")
+    if offline:
+        return
+    from flipsync.sync import Syncer
+
+    client = build_client(settings)
+    client.check_token()
+    click.echo("token: ok")
+    with open_state(settings) as state:
+        catalog = Syncer(settings, state, client).resolve_catalog()
+    click.echo(f"lists: ok ({', '.join(sorted(set(catalog.list_names.values()))) or 'none'})")
+    if catalog.field_ids:
+        click.echo(f"custom fields: ok ({', '.join(sorted(catalog.field_ids))})")
+    click.echo(f"requests used: {sum(client.request_counts.values())}")
+
+
+# -- auth -----------------------------------------------------------------------------------
+
+
+@cli.group()
+def auth() -> None:
+    """Log in to Constant Contact and inspect the token file."""
+
+
+@auth.command()
+@click.option(
+    "--code", help="Authorization code (the authorization-code flow, needs the client secret)."
+)
+@click.option(
+    "--redirect-uri",
+    default="https://localhost",
+    show_default=True,
+    help="Redirect URI registered for the application (with --code).",
+)
+@click.option("--print-url", is_flag=True, help="Print the authorization URL for --code and exit.")
+@pass_ctx
+@handle_errors
+def login(ctx: Context, code: str | None, redirect_uri: str, print_url: bool) -> None:
+    """Authorize flipsync (device flow by default) and write the token file."""
+    import secrets
+
+    from flipsync.ctct.auth import authorization_url, device_login, exchange_code, write_token_file
+    from flipsync.ctct.http import make_session
+    from flipsync.ctct.types import ClientSettings, DevicePrompt
+
+    settings = ctx.settings
+    cc = settings.constant_contact
+    client_settings = ClientSettings(
+        api_base_url=cc.api_base_url,
+        oauth_base_url=cc.oauth_base_url,
+        client_id=cc.client_id,
+        client_secret=secret_from_env(cc.client_secret_env),
+        token_file=cc.token_file,
+        timeout_seconds=cc.timeout_seconds,
+    )
+    if print_url:
+        click.echo(authorization_url(client_settings, redirect_uri, secrets.token_urlsafe(16)))
+        return
+    session = make_session(client_settings.user_agent)
+    if code:
+        token_set = exchange_code(client_settings, session, code, redirect_uri)
+    else:
+
+        def prompt(p: DevicePrompt) -> None:
+            click.echo(f"Open {p.verification_uri} and enter the code {p.user_code}")
+            if p.verification_uri_complete:
+                click.echo(f"(or open {p.verification_uri_complete})")
+            click.echo(f"Waiting for approval (the code expires in {p.expires_in // 60} min)...")
+
+        token_set = device_login(client_settings, session, on_prompt=prompt)
+    write_token_file(cc.token_file, token_set)
+    click.echo(f"logged in; token set written to {cc.token_file} (mode 0600)")
+
+
+@auth.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_ctx
+@handle_errors
+def auth_status(ctx: Context, as_json: bool) -> None:
+    """Show when the access token expires and how long the refresh token has left."""
+    from flipsync.ctct.auth import read_token_file, token_status
+
+    token_set = read_token_file(ctx.settings.constant_contact.token_file)
+    info = token_status(token_set, utcnow())
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    for key, value in info.items():
+        click.echo(f"{key}: {value}")
+
+
+# -- sandbox --------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--seed",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON or YAML with lists, custom_fields and contacts to start with.",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a valid token set for the sandbox here (the documented token-file format).",
+)
+@click.option(
+    "--requests-per-second",
+    default=4.0,
+    show_default=True,
+    type=float,
+    help="Throttle like Constant Contact (0 disables).",
+)
+@click.option("--daily-quota", default=10000, show_default=True, type=int)
+@click.option(
+    "--activity-seconds",
+    default=0.5,
+    show_default=True,
+    type=float,
+    help="How long an import stays processing.",
+)
+@click.option("--confirmed-opt-in", is_flag=True, help="Sign-ups become pending_confirmation.")
+@click.option(
+    "--fault-rate",
+    default=0.0,
+    show_default=True,
+    type=float,
+    help="Share of API requests that fail (500, 503, dropped connections).",
+)
+@click.option("--fault-seed", default=0, show_default=True, type=int)
+@click.option(
+    "--token-lifetime",
+    default=86400,
+    show_default=True,
+    type=int,
+    help="Access token lifetime in seconds.",
+)
+@handle_errors
+def sandbox(
+    host: str,
+    port: int,
+    seed: Path | None,
+    token_file: Path | None,
+    requests_per_second: float,
+    daily_quota: int,
+    activity_seconds: float,
+    confirmed_opt_in: bool,
+    fault_rate: float,
+    fault_seed: int,
+    token_lifetime: int,
+) -> None:
+    """Run a local stand-in for the Constant Contact V3 API (no account needed)."""
+    import yaml
+
+    from flipsync.ctct.auth import token_set_from_response, write_token_file
+    from flipsync.sandbox import Sandbox, SandboxConfig
+    from flipsync.sandbox.server import start_in_thread
+
+    box = Sandbox(
+        SandboxConfig(
+            requests_per_second=requests_per_second,
+            daily_quota=daily_quota,
+            activity_seconds=activity_seconds,
+            confirmed_opt_in=confirmed_opt_in,
+            fault_rate=fault_rate,
+            fault_seed=fault_seed,
+            token_lifetime_seconds=token_lifetime,
+        )
+    )
+    if seed is not None:
+        box.seed(yaml.safe_load(seed.read_text(encoding="utf-8")) or {})
+    running = start_in_thread(box, host=host, port=port)
+    if token_file is not None:
+        write_token_file(token_file, token_set_from_response(box.issue_tokens(), utcnow()))
+    click.echo(f"sandbox listening on {running.base_url}", nl=True)
+    click.echo(f"  api_base_url: {running.api_base_url}")
+    click.echo(f"  oauth_base_url: {running.oauth_base_url}")
+    sys.stdout.flush()
+    import signal
+    import threading
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    finally:
+        running.stop()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="flipsync")

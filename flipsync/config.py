@@ -1,0 +1,739 @@
+"""Reading and validating the YAML config: the only module that imports yaml.
+
+The whole file is checked before anything touches the network, every problem is
+collected with its key path and the fix, and the result is a tree of frozen
+settings. Secrets never live in the YAML: the config names the environment
+variables that hold them, and OAuth tokens live in the token file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, TypeVar, cast
+
+import yaml
+
+from flipsync.errors import ConfigError
+
+CONFIG_ENV = "FLIPSYNC_CONFIG"
+DEFAULT_API_BASE = "https://api.cc.email/v3"
+DEFAULT_OAUTH_BASE = "https://authz.constantcontact.com/oauth2/default/v1"
+
+Setup = Literal["mailing_list_contacts", "all_contacts_uniform", "all_contacts_by_subscription"]
+Status = Literal["explicit", "implicit", "not_set"]
+SETUPS: tuple[str, ...] = (
+    "mailing_list_contacts",
+    "all_contacts_uniform",
+    "all_contacts_by_subscription",
+)
+STATUSES: tuple[str, ...] = ("explicit", "implicit", "not_set")
+EXISTING_FIELDS: tuple[str, ...] = ("first_name", "last_name", "company_name", "custom_fields")
+LOOKUP_STRATEGIES: tuple[str, ...] = ("auto", "lookup", "mirror")
+UUID_RE = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
+
+
+@dataclass(frozen=True)
+class FieldMap:
+    """Flipcause payload field names flipsync reads; each one is configurable.
+
+    The defaults are the names seen in Flipcause's documentation, or the most
+    likely guess where the documentation is cut off (see the reference notes).
+    """
+
+    webhook_record_id: str = "webhook_record_id"
+    trigger_type: str = "webhook_trigger_type"
+    activity_type: str = "activity_type"
+    activity_id: str = "master_activity_auto_id"
+    transaction_id: str = "transaction_id"
+    payment_id: str = "AD_payment_id"
+    contact_id: str = "AD_contact_id"
+    transaction_date: str = "AD_transaction_date"
+    campaign_id: str = "AD_campaign_id"
+    campaign_title: str = "AD_campaign_title"
+    individual_or_business: str = "PD_individual_or_bussiness"
+    first_name: str = "PD_first_name"
+    last_name: str = "PD_last_name"
+    business_name: str = "PD_business_name"
+    email: str = "PD_email"
+    phone: str = "PD_phone"
+    street: str = "PD_address"
+    city: str = "PD_city"
+    state: str = "PD_state"
+    postal_code: str = "PD_zip"
+    country: str = "PD_country"
+    amount: str = "DD_amount"
+
+
+# Canonical activity kinds and the spellings that map to them. Matching ignores
+# case and spacing, and accepts the letter code, the word, or both ("E Registration").
+DEFAULT_ACTIVITY_TYPES: dict[str, tuple[str, ...]] = {
+    "mailing_list": ("Mailing List", "ML", "Mailing List Sign Up"),
+    "donation": ("Donation", "D"),
+    "registration": ("E Registration", "Registration", "E"),
+    "store_order": ("G Store Order", "Store Order", "G"),
+    "volunteer": ("V Volunteer", "Volunteer", "V"),
+    "sponsorship": ("R Sponsorship", "Sponsorship", "R"),
+    "refund": ("RD Refund", "Refund", "RD"),
+    "recurring_setup": ("RS Recurring Setup", "Recurring Setup", "RS"),
+}
+
+
+@dataclass(frozen=True)
+class FlipcauseSettings:
+    """How Flipcause payloads and CSV exports are read."""
+
+    fields: FieldMap = field(default_factory=FieldMap)
+    activity_types: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: dict(DEFAULT_ACTIVITY_TYPES)
+    )
+    # Flipcause field name -> Constant Contact custom field name (must exist in the account).
+    custom_fields: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ConstantContactSettings:
+    """Where and how to reach Constant Contact. No secret values, only env var names."""
+
+    api_base_url: str = DEFAULT_API_BASE
+    oauth_base_url: str = DEFAULT_OAUTH_BASE
+    client_id: str = ""
+    client_secret_env: str | None = None
+    token_file: Path = Path("tokens.json")
+    requests_per_second: float = 4.0
+    timeout_seconds: float = 30.0
+    confirmed_opt_in: bool = False
+    activity_wait_seconds: float = 120.0
+    max_contacts_per_import: int = 5000
+
+
+@dataclass(frozen=True)
+class Condition:
+    """When a routing or skip rule applies to a Flipcause record. Empty fields match anything."""
+
+    activity_types: tuple[str, ...] = ()
+    campaign_ids: tuple[str, ...] = ()
+    campaign_titles: tuple[str, ...] = ()
+    amount_at_least: float | None = None
+    recurring: bool | None = None
+    email_patterns: tuple[str, ...] = ()
+    trigger_types: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ListRule:
+    """Adds lists to a person when one of their records matches."""
+
+    name: str
+    when: Condition
+    add_lists: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SkipRule:
+    """Drops a record (not the whole person) when it matches, with the rule's name as reason."""
+
+    name: str
+    when: Condition
+
+
+@dataclass(frozen=True)
+class ListSettings:
+    """List references (names or ids) per class of person; which apply depends on the setup."""
+
+    new: tuple[str, ...] = ()
+    existing: tuple[str, ...] = ()
+    new_subscribers: tuple[str, ...] = ()
+    new_non_subscribers: tuple[str, ...] = ()
+
+    def all_refs(self) -> tuple[str, ...]:
+        """Every list named here, for the up-front existence check."""
+        return self.new + self.existing + self.new_subscribers + self.new_non_subscribers
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """The consent setup and routing: which people, which status, which lists."""
+
+    setup: Setup = "all_contacts_uniform"
+    new_contact_status: Status = "implicit"
+    new_non_subscriber_status: Status = "implicit"
+    lists: ListSettings = field(default_factory=ListSettings)
+    existing_contact_fields: tuple[str, ...] = ("first_name", "last_name")
+    rules: tuple[ListRule, ...] = ()
+    skip: tuple[SkipRule, ...] = ()
+
+    def all_list_refs(self) -> tuple[str, ...]:
+        """Every list the policy can write to (setup lists and rule lists)."""
+        refs = list(self.lists.all_refs())
+        for rule in self.rules:
+            refs.extend(rule.add_lists)
+        return tuple(dict.fromkeys(refs))
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How a run walks the inbox."""
+
+    batch_size: int = 5000
+    lookup_strategy: Literal["auto", "lookup", "mirror"] = "auto"
+
+
+@dataclass(frozen=True)
+class IntakeSettings:
+    """The webhook receiver."""
+
+    webhook_secret_env: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8787
+    max_body_bytes: int = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything one organization's config says, validated."""
+
+    config_path: Path
+    organization: str
+    state_file: Path
+    constant_contact: ConstantContactSettings
+    flipcause: FlipcauseSettings
+    policy: PolicySettings
+    run: RunSettings
+    intake: IntakeSettings
+
+    @property
+    def lock_file(self) -> Path:
+        """One lock per organization, beside its state file."""
+        return self.state_file.with_name(self.state_file.name + ".lock")
+
+
+T = TypeVar("T")
+NO_STRS: tuple[str, ...] = ()
+DEFAULT_EXISTING_FIELDS: tuple[str, ...] = ("first_name", "last_name")
+
+
+class _Reader:
+    """Walks raw YAML data, collecting every problem instead of stopping at the first."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def problem(self, path: str, message: str) -> None:
+        self.problems.append(f"`{path}`: {message}")
+
+    def section(self, raw: Any, path: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+        """A mapping whose keys must all be known; unknown keys are errors with a suggestion."""
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            self.problem(path, f"must be a mapping, got {type(raw).__name__}")
+            return {}
+        for key in raw:
+            if key not in allowed:
+                hint = difflib.get_close_matches(str(key), allowed, n=1)
+                fix = (
+                    f" (did you mean `{hint[0]}`?)" if hint else f"; allowed: {', '.join(allowed)}"
+                )
+                self.problem(_join(path, str(key)), f"unknown key{fix}")
+        return raw
+
+    def get(
+        self,
+        data: Mapping[str, Any],
+        path: str,
+        key: str,
+        convert: Callable[[Any], T],
+        default: T,
+        expected: str,
+    ) -> T:
+        """Convert one value, recording `expected` as the fix when it does not fit."""
+        if key not in data or data[key] is None:
+            return default
+        try:
+            return convert(data[key])
+        except (TypeError, ValueError) as exc:
+            detail = f" ({exc})" if str(exc) else ""
+            self.problem(_join(path, key), f"must be {expected}, got {data[key]!r}{detail}")
+            return default
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _str(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise TypeError
+    text = str(value).strip()
+    if not text:
+        raise ValueError("empty")
+    return text
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError
+    return value
+
+
+def _positive_float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError
+    return float(value)
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError
+    return value
+
+
+def _str_tuple(value: Any) -> tuple[str, ...]:
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list):
+        raise TypeError
+    return tuple(_str(v) for v in value)
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        if value not in options:
+            raise ValueError
+        return cast(str, value)
+
+    return convert
+
+
+def _url(value: Any) -> str:
+    text = _str(value).rstrip("/")
+    if not re.match(r"^https?://[^/\s]+", text):
+        raise ValueError("an http(s) URL")
+    return text
+
+
+def _env_name(value: Any) -> str:
+    text = _str(value)
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", text):
+        raise ValueError("the NAME of an environment variable, not its value")
+    return text
+
+
+def load_settings(path: Path | str | None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate a config file; `path` None falls back to $FLIPSYNC_CONFIG."""
+    env = os.environ if environ is None else environ
+    if path is None:
+        env_path = env.get(CONFIG_ENV)
+        if not env_path:
+            raise ConfigError(
+                "config",
+                [
+                    f"no config given: pass `-c PATH` or set {CONFIG_ENV} (start from config.example.yaml)"
+                ],
+            )
+        path = env_path
+    config_path = Path(path).expanduser()
+    try:
+        text = config_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(config_path), ["file not found; copy config.example.yaml"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(config_path), [f"cannot read the file: {exc}"]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(str(config_path), [f"not valid YAML{where}: {exc}"]) from None
+    return parse_settings(raw, config_path)
+
+
+TOP_KEYS = (
+    "organization",
+    "state_file",
+    "constant_contact",
+    "flipcause",
+    "policy",
+    "run",
+    "intake",
+)
+
+
+def parse_settings(raw: Any, config_path: Path) -> Settings:
+    """Validate raw YAML data into Settings, raising one ConfigError with every problem."""
+    r = _Reader()
+    base_dir = config_path.parent
+    top = r.section(raw if raw is not None else {}, "", TOP_KEYS)
+    organization = r.get(top, "", "organization", _str, config_path.stem, "a name")
+    state_file = _resolve(
+        base_dir, r.get(top, "", "state_file", _str, f"{config_path.stem}.db", "a file path")
+    )
+    settings = Settings(
+        config_path=config_path,
+        organization=organization,
+        state_file=state_file,
+        constant_contact=_parse_ctct(r, top.get("constant_contact"), base_dir),
+        flipcause=_parse_flipcause(r, top.get("flipcause")),
+        policy=_parse_policy(r, top.get("policy")),
+        run=_parse_run(r, top.get("run")),
+        intake=_parse_intake(r, top.get("intake")),
+    )
+    if "constant_contact" not in top:
+        r.problem("constant_contact", "missing; at least `client_id` is required")
+    if "policy" not in top:
+        r.problem("policy", "missing; choose a `setup` and its `lists`")
+    if r.problems:
+        raise ConfigError(str(config_path), r.problems)
+    return settings
+
+
+def _resolve(base_dir: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base_dir / path)
+
+
+def _parse_ctct(r: _Reader, raw: Any, base_dir: Path) -> ConstantContactSettings:
+    p = "constant_contact"
+    names = tuple(f.name for f in fields(ConstantContactSettings))
+    d = r.section(raw, p, names)
+    default = ConstantContactSettings()
+    client_id = r.get(d, p, "client_id", _str, "", "the application's client id (not a secret)")
+    if raw is not None and not client_id:
+        r.problem(
+            _join(p, "client_id"), "missing; copy the API key (client id) of your application"
+        )
+    return ConstantContactSettings(
+        api_base_url=r.get(d, p, "api_base_url", _url, default.api_base_url, "an http(s) URL"),
+        oauth_base_url=r.get(
+            d, p, "oauth_base_url", _url, default.oauth_base_url, "an http(s) URL"
+        ),
+        client_id=client_id,
+        client_secret_env=r.get(
+            d, p, "client_secret_env", _env_name, None, "an environment variable name"
+        ),
+        token_file=_resolve(
+            base_dir, r.get(d, p, "token_file", _str, "tokens.json", "a file path")
+        ),
+        requests_per_second=r.get(
+            d, p, "requests_per_second", _positive_float, 4.0, "a positive number (at most 4)"
+        ),
+        timeout_seconds=r.get(
+            d, p, "timeout_seconds", _positive_float, 30.0, "a positive number of seconds"
+        ),
+        confirmed_opt_in=r.get(d, p, "confirmed_opt_in", _bool, False, "true or false"),
+        activity_wait_seconds=r.get(
+            d, p, "activity_wait_seconds", _positive_float, 120.0, "a positive number of seconds"
+        ),
+        max_contacts_per_import=r.get(
+            d,
+            p,
+            "max_contacts_per_import",
+            _bounded_int(1, 40_000),
+            5000,
+            "a whole number from 1 to 40000",
+        ),
+    )
+
+
+def _bounded_int(low: int, high: int) -> Callable[[Any], int]:
+    def convert(value: Any) -> int:
+        number = _positive_int(value)
+        if not low <= number <= high:
+            raise ValueError
+        return number
+
+    return convert
+
+
+def _parse_flipcause(r: _Reader, raw: Any) -> FlipcauseSettings:
+    p = "flipcause"
+    d = r.section(raw, p, ("fields", "activity_types", "custom_fields"))
+    field_names = tuple(f.name for f in fields(FieldMap))
+    fd = r.section(d.get("fields"), _join(p, "fields"), field_names)
+    fmap = FieldMap(
+        **{
+            name: r.get(
+                fd, _join(p, "fields"), name, _str, getattr(FieldMap(), name), "a field name"
+            )
+            for name in field_names
+            if name in fd
+        }
+    )
+    kinds = tuple(DEFAULT_ACTIVITY_TYPES)
+    ad = r.section(d.get("activity_types"), _join(p, "activity_types"), kinds)
+    activity_types = dict(DEFAULT_ACTIVITY_TYPES)
+    for kind in ad:
+        if kind in kinds:
+            activity_types[kind] = r.get(
+                ad,
+                _join(p, "activity_types"),
+                kind,
+                _str_tuple,
+                DEFAULT_ACTIVITY_TYPES[kind],
+                "a list of activity_type spellings",
+            )
+    cd = d.get("custom_fields")
+    custom: dict[str, str] = {}
+    if cd is not None:
+        if not isinstance(cd, dict):
+            r.problem(
+                _join(p, "custom_fields"),
+                "must map Flipcause field -> Constant Contact custom field name",
+            )
+        else:
+            for key in cd:
+                custom[str(key)] = r.get(
+                    cd, _join(p, "custom_fields"), key, _str, "", "a custom field name"
+                )
+            if len(custom) > 25:
+                r.problem(
+                    _join(p, "custom_fields"),
+                    "at most 25 custom fields per contact in Constant Contact; map fewer",
+                )
+    return FlipcauseSettings(fields=fmap, activity_types=activity_types, custom_fields=custom)
+
+
+CONDITION_KEYS = (
+    "activity_type",
+    "campaign_id",
+    "campaign_title",
+    "amount_at_least",
+    "recurring",
+    "email_matches",
+    "trigger_type",
+)
+
+
+def _parse_condition(r: _Reader, raw: Any, path: str) -> Condition:
+    d = r.section(raw, path, CONDITION_KEYS)
+    if not d:
+        r.problem(path, f"needs at least one condition: {', '.join(CONDITION_KEYS)}")
+    kinds = r.get(d, path, "activity_type", _str_tuple, NO_STRS, "a list of activity kinds")
+    known = set(DEFAULT_ACTIVITY_TYPES)
+    for kind in kinds:
+        if kind not in known:
+            r.problem(
+                _join(path, "activity_type"),
+                f"unknown activity kind {kind!r}; use one of {', '.join(sorted(known))}",
+            )
+
+    def amount(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ValueError
+        return float(value)
+
+    return Condition(
+        activity_types=kinds,
+        campaign_ids=r.get(d, path, "campaign_id", _str_tuple, NO_STRS, "a list of campaign ids"),
+        campaign_titles=r.get(d, path, "campaign_title", _str_tuple, NO_STRS, "a list of titles"),
+        amount_at_least=r.get(d, path, "amount_at_least", amount, None, "a number >= 0"),
+        recurring=r.get(d, path, "recurring", _bool, None, "true or false"),
+        email_patterns=r.get(
+            d, path, "email_matches", _str_tuple, NO_STRS, "a list of glob patterns like *@test.org"
+        ),
+        trigger_types=r.get(d, path, "trigger_type", _str_tuple, NO_STRS, "a list of trigger types"),
+    )
+
+
+def _parse_policy(r: _Reader, raw: Any) -> PolicySettings:
+    p = "policy"
+    d = r.section(
+        raw,
+        p,
+        (
+            "setup",
+            "new_contact_status",
+            "new_non_subscriber_status",
+            "lists",
+            "existing_contact_fields",
+            "rules",
+            "skip",
+        ),
+    )
+    setup = r.get(
+        d, p, "setup", _choice(SETUPS), "all_contacts_uniform", f"one of {', '.join(SETUPS)}"
+    )
+    if raw is not None and "setup" not in d:
+        r.problem(_join(p, "setup"), f"missing; choose one of {', '.join(SETUPS)}")
+    status = r.get(
+        d, p, "new_contact_status", _choice(STATUSES), "implicit", f"one of {', '.join(STATUSES)}"
+    )
+    non_sub = r.get(
+        d,
+        p,
+        "new_non_subscriber_status",
+        _choice(STATUSES),
+        "implicit",
+        f"one of {', '.join(STATUSES)}",
+    )
+    lp = _join(p, "lists")
+    ld = r.section(
+        d.get("lists"), lp, ("new", "existing", "new_subscribers", "new_non_subscribers")
+    )
+    lists = ListSettings(
+        new=r.get(ld, lp, "new", _str_tuple, NO_STRS, "a list of list names or ids"),
+        existing=r.get(ld, lp, "existing", _str_tuple, NO_STRS, "a list of list names or ids"),
+        new_subscribers=r.get(
+            ld, lp, "new_subscribers", _str_tuple, NO_STRS, "a list of list names or ids"
+        ),
+        new_non_subscribers=r.get(
+            ld, lp, "new_non_subscribers", _str_tuple, NO_STRS, "a list of list names or ids"
+        ),
+    )
+    _check_setup_keys(r, d, setup, lists, lp)
+    existing_fields = r.get(
+        d, p, "existing_contact_fields", _str_tuple, DEFAULT_EXISTING_FIELDS, "a list"
+    )
+    for name in existing_fields:
+        if name not in EXISTING_FIELDS:
+            r.problem(
+                _join(p, "existing_contact_fields"),
+                f"{name!r} cannot be written to existing contacts; allowed: "
+                f"{', '.join(EXISTING_FIELDS)} (phone, address and permission never are)",
+            )
+    rules: list[ListRule] = []
+    for i, item in enumerate(_as_list(r, d.get("rules"), _join(p, "rules"))):
+        ip = f"{p}.rules[{i}]"
+        rd = r.section(item, ip, ("name", "when", "add_lists"))
+        add = r.get(rd, ip, "add_lists", _str_tuple, NO_STRS, "a list of list names or ids")
+        if not add:
+            r.problem(_join(ip, "add_lists"), "missing; name the list(s) this rule adds")
+        rules.append(
+            ListRule(
+                name=r.get(rd, ip, "name", _str, f"rule {i + 1}", "a short name"),
+                when=_parse_condition(r, rd.get("when"), _join(ip, "when")),
+                add_lists=add,
+            )
+        )
+    skips: list[SkipRule] = []
+    for i, item in enumerate(_as_list(r, d.get("skip"), _join(p, "skip"))):
+        ip = f"{p}.skip[{i}]"
+        sd = r.section(item, ip, ("name", "when"))
+        skips.append(
+            SkipRule(
+                name=r.get(sd, ip, "name", _str, f"skip rule {i + 1}", "a short name"),
+                when=_parse_condition(r, sd.get("when"), _join(ip, "when")),
+            )
+        )
+    return PolicySettings(
+        setup=cast(Setup, setup),
+        new_contact_status=cast(Status, status),
+        new_non_subscriber_status=cast(Status, non_sub),
+        lists=lists,
+        existing_contact_fields=existing_fields,
+        rules=tuple(rules),
+        skip=tuple(skips),
+    )
+
+
+def _check_setup_keys(
+    r: _Reader, d: Mapping[str, Any], setup: str, lists: ListSettings, lp: str
+) -> None:
+    """Each setup uses its own list keys and status key; name the ones that do not apply."""
+    if setup == "all_contacts_by_subscription":
+        needed = {
+            "new_subscribers": lists.new_subscribers,
+            "new_non_subscribers": lists.new_non_subscribers,
+            "existing": lists.existing,
+        }
+        unused = {"new": lists.new}
+        if "new_contact_status" in d:
+            r.problem(
+                "policy.new_contact_status",
+                "applies to all_contacts_uniform only; this setup uses `new_non_subscriber_status`",
+            )
+    else:
+        needed = {"new": lists.new, "existing": lists.existing}
+        unused = {
+            "new_subscribers": lists.new_subscribers,
+            "new_non_subscribers": lists.new_non_subscribers,
+        }
+        if "new_non_subscriber_status" in d:
+            r.problem(
+                "policy.new_non_subscriber_status", "applies to all_contacts_by_subscription only"
+            )
+        if setup == "mailing_list_contacts" and "new_contact_status" in d:
+            r.problem(
+                "policy.new_contact_status",
+                "mailing_list_contacts always makes people explicit; remove this key",
+            )
+    for key, value in needed.items():
+        if not value:
+            r.problem(
+                _join(lp, key),
+                f"missing; setup {setup} needs at least one list here "
+                "(the same list may appear under several keys)",
+            )
+    for key, value in unused.items():
+        if value:
+            r.problem(_join(lp, key), f"not used by setup {setup}; use {', '.join(sorted(needed))}")
+
+
+def _as_list(r: _Reader, raw: Any, path: str) -> list[Any]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        r.problem(path, "must be a list of rules")
+        return []
+    return raw
+
+
+def _parse_run(r: _Reader, raw: Any) -> RunSettings:
+    p = "run"
+    d = r.section(raw, p, ("batch_size", "lookup_strategy"))
+    return RunSettings(
+        batch_size=r.get(
+            d, p, "batch_size", _bounded_int(1, 100_000), 5000, "a whole number 1-100000"
+        ),
+        lookup_strategy=cast(
+            Literal["auto", "lookup", "mirror"],
+            r.get(
+                d,
+                p,
+                "lookup_strategy",
+                _choice(LOOKUP_STRATEGIES),
+                "auto",
+                f"one of {', '.join(LOOKUP_STRATEGIES)}",
+            ),
+        ),
+    )
+
+
+def _parse_intake(r: _Reader, raw: Any) -> IntakeSettings:
+    p = "intake"
+    d = r.section(raw, p, ("webhook_secret_env", "host", "port", "max_body_bytes"))
+    return IntakeSettings(
+        webhook_secret_env=r.get(
+            d, p, "webhook_secret_env", _env_name, None, "an environment variable name"
+        ),
+        host=r.get(d, p, "host", _str, "127.0.0.1", "a host name or address"),
+        port=r.get(d, p, "port", _bounded_int(1, 65535), 8787, "a port number"),
+        max_body_bytes=r.get(
+            d,
+            p,
+            "max_body_bytes",
+            _bounded_int(1024, 64 * 1024 * 1024),
+            256 * 1024,
+            "a size in bytes (1024 or more)",
+        ),
+    )
+
+
+def secret_from_env(name: str | None, environ: Mapping[str, str] | None = None) -> str | None:
+    """Read a secret from the environment variable the config names; None when unset."""
+    if not name:
+        return None
+    value = (os.environ if environ is None else environ).get(name)
+    return value or None
+
+
+def is_list_id(ref: str) -> bool:
+    """A list reference that looks like a Constant Contact list id (a UUID) is an id, else a name."""
+    return bool(UUID_RE.match(ref))

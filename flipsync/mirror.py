@@ -1,0 +1,172 @@
+"""Knowing who exists in Constant Contact, at the lowest request cost.
+
+Two ways to learn a contact's state:
+
+- the mirror: every contact of the account (email -> id, status, lists, updated_at)
+  kept in the state DB. Building it costs one request per 500 contacts; once
+  built, each run refreshes it with `updated_after` (status=all, so deletions and
+  unsubscribes show), usually one request.
+- per-email lookups: one request per email, with no upkeep.
+
+With `lookup_strategy: auto`, a warm mirror is refreshed; a cold one is built only
+when that is cheaper than looking up this batch's emails one by one (the account
+size comes from one counting request, remembered afterwards).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+
+from flipsync.ctct.types import RemoteContact
+from flipsync.policy import Known
+from flipsync.ports import ConstantContactAPI
+from flipsync.state import MirrorEntry, StateDB, iso
+
+log = structlog.get_logger(__name__)
+
+PAGE_SIZE = 500
+# Re-read a little before the watermark: updated_at stamps are the server's, but a
+# change committed while the previous refresh was paging could carry an earlier stamp.
+OVERLAP = timedelta(minutes=2)
+MIRROR_COMPLETE = "mirror_complete"
+MIRROR_WATERMARK = "mirror_watermark"
+ACCOUNT_SIZE = "account_contacts"
+
+
+@dataclass(frozen=True)
+class KnowledgeResult:
+    """Known state per email key, and how it was learnt (for the run report)."""
+
+    known: dict[str, Known]
+    method: str
+    requests: int
+
+
+def entry_from_remote(contact: RemoteContact, now: datetime) -> MirrorEntry | None:
+    """A mirror row from an API contact; None when the contact has no email."""
+    if not contact.email:
+        return None
+    return MirrorEntry(
+        email_key=contact.email.strip().lower(),
+        contact_id=contact.contact_id,
+        permission=contact.permission or "not_set",
+        deleted=contact.deleted,
+        list_ids=contact.list_ids,
+        updated_at=iso(contact.updated_at) if contact.updated_at else None,
+        seen_at=iso(now),
+    )
+
+
+def known_from_entry(entry: MirrorEntry) -> Known:
+    """What the policy needs from a mirror row."""
+    return Known(permission=entry.permission, deleted=entry.deleted, contact_id=entry.contact_id)
+
+
+class Knowledge:
+    """Answers "what does Constant Contact have for these emails?" for one run."""
+
+    def __init__(
+        self,
+        state: StateDB,
+        api: ConstantContactAPI,
+        *,
+        strategy: str = "auto",
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.state = state
+        self.api = api
+        self.strategy = strategy
+        self.clock = clock
+        self._refreshed = False
+
+    @property
+    def mirror_complete(self) -> bool:
+        """True once the whole account has been read into the mirror."""
+        return self.state.get_meta(MIRROR_COMPLETE) == "1"
+
+    def known_for(self, email_keys: Iterable[str]) -> KnowledgeResult:
+        """State for each email; an email absent from the result is not in Constant Contact."""
+        keys = list(dict.fromkeys(email_keys))
+        if not keys:
+            return KnowledgeResult({}, "none", 0)
+        if self.strategy == "lookup":
+            return self._lookups(keys)
+        if self.mirror_complete:
+            requests = 0 if self._refreshed else self.refresh()
+            return self._from_mirror(keys, "mirror refresh", requests)
+        if self.strategy == "mirror" or not self._lookups_cheaper(len(keys)):
+            requests = self.build()
+            return self._from_mirror(keys, "mirror build", requests)
+        return self._lookups(keys)
+
+    def _lookups_cheaper(self, count: int) -> bool:
+        if count <= 2:
+            return True
+        size = self.state.get_meta(ACCOUNT_SIZE)
+        if size is None:
+            total = self.api.count_contacts()
+            self.state.save_mirror([], {ACCOUNT_SIZE: str(total)})
+        else:
+            total = int(size)
+        pages = max(1, math.ceil(total / PAGE_SIZE))
+        log.info("knowledge_cost", emails=count, build_pages=pages)
+        return count <= pages
+
+    def _from_mirror(self, keys: list[str], method: str, requests: int) -> KnowledgeResult:
+        rows = self.state.mirror_get(keys)
+        return KnowledgeResult({k: known_from_entry(e) for k, e in rows.items()}, method, requests)
+
+    def _lookups(self, keys: list[str]) -> KnowledgeResult:
+        now = self.clock()
+        found: dict[str, Known] = {}
+        entries = []
+        for key in keys:
+            contact = self.api.lookup_contact(key)
+            entry = entry_from_remote(contact, now) if contact else None
+            if entry is not None and entry.email_key == key:
+                entries.append(entry)
+                found[key] = known_from_entry(entry)
+        self.state.save_mirror(entries)
+        return KnowledgeResult(found, "per-email lookups", len(keys))
+
+    def build(self) -> int:
+        """Read every contact of the account into the mirror; returns pages read."""
+        return self._read(None, complete=True)
+
+    def refresh(self) -> int:
+        """Read contacts changed since the watermark; returns pages read."""
+        mark = self.state.get_meta(MIRROR_WATERMARK)
+        since = datetime.fromisoformat(mark) - OVERLAP if mark else None
+        return self._read(since, complete=False)
+
+    def _read(self, since: datetime | None, *, complete: bool) -> int:
+        now = self.clock()
+        entries: list[MirrorEntry] = []
+        pages = 0
+        newest = self.state.get_meta(MIRROR_WATERMARK)
+        for page in self.api.iter_contacts(since):
+            pages += 1
+            for contact in page:
+                entry = entry_from_remote(contact, now)
+                if entry is None:
+                    continue
+                entries.append(entry)
+                if entry.updated_at and (newest is None or entry.updated_at > newest):
+                    newest = entry.updated_at
+        meta = {}
+        if newest is None and complete:
+            newest = iso(now)  # an empty account: changes from now on are what matters
+        if newest:
+            meta[MIRROR_WATERMARK] = newest
+        if complete:
+            meta[MIRROR_COMPLETE] = "1"
+            meta[ACCOUNT_SIZE] = str(len(entries))
+        self.state.save_mirror(entries, meta)
+        self._refreshed = True
+        log.info("mirror_read", pages=pages, contacts=len(entries), full=complete)
+        return pages

@@ -1,0 +1,69 @@
+"""The interface the core needs from Constant Contact, so tests can drive it with fakes.
+
+`flipsync.ctct.client.ConstantContactClient` implements it over HTTP; `tests/fakes.py`
+implements it in memory.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any, Protocol
+
+from flipsync.ctct.types import (
+    ActivityStatus,
+    ContactList,
+    CustomField,
+    RemoteContact,
+    SignUpResult,
+)
+
+
+class ConstantContactAPI(Protocol):
+    """What a run asks of Constant Contact."""
+
+    @property
+    def request_counts(self) -> Counter[str]:
+        """Requests sent so far, by kind (including retries)."""
+        ...
+
+    def list_lists(self) -> list[ContactList]:
+        """Every contact list of the account."""
+        ...
+
+    def list_custom_fields(self) -> list[CustomField]:
+        """Every custom field of the account."""
+        ...
+
+    def lookup_contact(self, email: str) -> RemoteContact | None:
+        """One contact by email, deleted ones included."""
+        ...
+
+    def count_contacts(self) -> int:
+        """How many contacts the account has, deleted ones included."""
+        ...
+
+    def iter_contacts(self, updated_after: datetime | None) -> Iterator[list[RemoteContact]]:
+        """Pages of contacts changed after a moment (all contacts when None)."""
+        ...
+
+    def start_json_import(self, import_data: list[dict[str, Any]], list_ids: list[str]) -> str:
+        """Start a bulk JSON import; returns the activity id."""
+        ...
+
+    def get_activity(self, activity_id: str) -> ActivityStatus:
+        """The status of a bulk activity."""
+        ...
+
+    def recent_activities(self, state: str | None = None, limit: int = 50) -> list[ActivityStatus]:
+        """Activities of the last 10 days, newest first."""
+        ...
+
+    def sign_up(self, body: dict[str, Any]) -> SignUpResult:
+        """POST /contacts/sign_up_form."""
+        ...
+
+    def create_contact(self, body: dict[str, Any]) -> str:
+        """POST /contacts; raises ContactExists on 409."""
+        ...

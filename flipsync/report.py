@@ -1,0 +1,149 @@
+"""Rendering run reports and decision records for people (text, tables) and files (CSV, JSON)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from flipsync.sync import RunReport
+
+OUTCOME_COLUMNS = (
+    "email",
+    "action",
+    "endpoint",
+    "status_before",
+    "status_after",
+    "lists",
+    "fields",
+    "reason",
+    "flipcause_ids",
+    "record_keys",
+)
+
+
+def _ids(ids: Mapping[str, Sequence[str]] | None) -> str:
+    if not ids:
+        return ""
+    return " ".join(f"{k}={','.join(v)}" for k, v in ids.items())
+
+
+def render_text(report: RunReport) -> str:
+    """The human summary printed after a run."""
+    c = report.counts()
+    kind = "dry run" if report.dry_run else report.kind
+    lines = [f"flipsync {kind} {report.run_id}: {report.status}"]
+    if report.message:
+        lines.append(f"  {report.message}")
+    lines.append(
+        f"  records read: {report.records_read} ({report.records_retried} retried), "
+        f"people: {report.people}"
+    )
+    lines.append(
+        f"  created {c['create']}, updated {c['update']}, skipped {c['skip']}, "
+        f"rejected {c['reject']}, deferred {c['deferred']}"
+    )
+    if report.knowledge:
+        lines.append(f"  contact state from: {', '.join(dict.fromkeys(report.knowledge))}")
+    total = sum(report.requests.values())
+    by_kind = ", ".join(f"{k} {v}" for k, v in sorted(report.requests.items()))
+    lines.append(f"  requests to Constant Contact: {total}" + (f" ({by_kind})" if by_kind else ""))
+    if not report.dry_run:
+        lines.append(f"  checkpoint: {report.checkpoint_before} -> {report.checkpoint_after}")
+    for activity in report.activities:
+        lines.append(
+            f"  import {activity.get('activity_id')}: {activity.get('state')}"
+            + (
+                f", {activity.get('person_count')} contacts"
+                if activity.get("person_count") is not None
+                else ""
+            )
+        )
+    not_synced = [o for o in report.outcomes if o["action"] in ("skip", "reject", "deferred")]
+    if not_synced and not report.dry_run:
+        lines.append("  not synced:")
+        for o in not_synced:
+            who = (
+                o.get("email") or _ids(o.get("flipcause_ids")) or ",".join(o.get("record_keys", []))
+            )
+            lines.append(f"    {o['action']:<8} {who}: {o['reason']}")
+    for warning in report.warnings:
+        lines.append(f"  warning: {warning}")
+    return "\n".join(lines)
+
+
+def render_table(outcomes: Iterable[Mapping[str, Any]]) -> str:
+    """The dry-run plan: one row per person or record, with the reason in full."""
+    rows = []
+    for o in outcomes:
+        before = o.get("status_before") or "-"
+        after = o.get("status_after") or "-"
+        rows.append(
+            (
+                o.get("email") or _ids(o.get("flipcause_ids")) or "(no email)",
+                o["action"],
+                o.get("endpoint") or "none",
+                f"{before} -> {after}",
+                ", ".join(o.get("lists") or []) or "-",
+                o["reason"],
+            )
+        )
+    header = ("EMAIL", "ACTION", "VIA", "STATUS", "LISTS", "REASON")
+    widths = [
+        min(40, max([len(header[i])] + [len(r[i]) for r in rows])) for i in range(len(header) - 1)
+    ]
+    out = io.StringIO()
+
+    def line(cells: Sequence[str]) -> None:
+        parts = [cells[i][: widths[i]].ljust(widths[i]) for i in range(len(widths))]
+        out.write("  ".join(parts) + "  " + cells[-1] + "\n")
+
+    line(header)
+    for r in rows:
+        line(r)
+    return out.getvalue().rstrip("\n")
+
+
+def write_outcomes(path: Path, outcomes: Sequence[Mapping[str, Any]]) -> None:
+    """Write the decision record as CSV (by .csv suffix) or JSON (anything else)."""
+    if path.suffix.lower() == ".csv":
+        with path.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=OUTCOME_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            for o in outcomes:
+                writer.writerow(
+                    {
+                        **{k: o.get(k) for k in OUTCOME_COLUMNS},
+                        "lists": "; ".join(o.get("lists") or []),
+                        "fields": "; ".join(o.get("fields") or []),
+                        "flipcause_ids": _ids(o.get("flipcause_ids")),
+                        "record_keys": "; ".join(o.get("record_keys") or []),
+                    }
+                )
+    else:
+        rows = [{k: o.get(k) for k in OUTCOME_COLUMNS} for o in outcomes]
+        path.write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def render_history(email: str, rows: Sequence[Mapping[str, Any]]) -> str:
+    """`flipsync explain EMAIL`: every outcome for one person, oldest first."""
+    if not rows:
+        return f"{email}: flipsync has no record of this email."
+    lines = [f"{email}: {len(rows)} outcome(s)"]
+    for r in rows:
+        lines.append(
+            f"- {r['at']} run {r['run_id']}: {r['action']} via {r['endpoint']}, "
+            f"{r.get('status_before') or '-'} -> {r.get('status_after') or '-'}"
+        )
+        if r.get("lists"):
+            lines.append(f"    lists: {', '.join(r['lists'])}")
+        if r.get("fields"):
+            lines.append(f"    fields written: {', '.join(r['fields'])}")
+        lines.append(f"    reason: {r['reason']}")
+        ids = _ids(r.get("flipcause_ids"))
+        if ids:
+            lines.append(f"    flipcause: {ids}")
+    return "\n".join(lines)

@@ -1,0 +1,676 @@
+"""The state DB: one SQLite file per organization, the only module that writes it.
+
+It holds the inbox of Flipcause payloads, the checkpoint, the run history, the
+per-person outcomes, the journal of work sent to Constant Contact but not yet
+committed, the contact mirror and what flipsync knows of each Flipcause
+transaction. The file is private (0600), versioned, in WAL mode so the webhook
+receiver can write while a run reads, and never silently reset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from flipsync.errors import StateError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE inbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    record_key TEXT NOT NULL UNIQUE,
+    source TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    payload TEXT NOT NULL
+);
+CREATE INDEX inbox_received ON inbox (received_at);
+CREATE TABLE intake_rejects (
+    id INTEGER PRIMARY KEY,
+    received_at TEXT NOT NULL,
+    source TEXT NOT NULL,
+    location TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE TABLE runs (
+    run_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    status TEXT NOT NULL,
+    report TEXT
+);
+CREATE TABLE outcomes (
+    id INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    email TEXT,
+    email_key TEXT,
+    record_keys TEXT NOT NULL,
+    flipcause_ids TEXT NOT NULL,
+    action TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    status_before TEXT,
+    status_after TEXT,
+    lists TEXT NOT NULL,
+    fields TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE INDEX outcomes_email ON outcomes (email_key);
+CREATE INDEX outcomes_run ON outcomes (run_id);
+CREATE TABLE journal (
+    batch_id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    first_seq INTEGER,
+    last_seq INTEGER,
+    batch TEXT NOT NULL
+);
+CREATE TABLE journal_ops (
+    op_id TEXT PRIMARY KEY,
+    batch_id TEXT NOT NULL REFERENCES journal (batch_id),
+    position INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    state TEXT NOT NULL,
+    activity_id TEXT,
+    posted_at TEXT,
+    result TEXT
+);
+CREATE TABLE mirror (
+    email_key TEXT PRIMARY KEY,
+    contact_id TEXT,
+    permission TEXT NOT NULL,
+    deleted INTEGER NOT NULL,
+    list_ids TEXT NOT NULL,
+    updated_at TEXT,
+    seen_at TEXT NOT NULL
+);
+CREATE TABLE transactions (
+    transaction_id TEXT NOT NULL,
+    email_key TEXT NOT NULL,
+    signed_up INTEGER NOT NULL DEFAULT 0,
+    created_contact INTEGER NOT NULL DEFAULT 0,
+    first_run TEXT NOT NULL,
+    PRIMARY KEY (transaction_id, email_key)
+);
+CREATE TABLE retry_queue (
+    seq INTEGER PRIMARY KEY,
+    attempts INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    since TEXT NOT NULL
+);
+"""
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now; every timestamp flipsync stores is UTC."""
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    """ISO-8601 UTC with microseconds, so stored stamps sort as text."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+def record_key_for(payload: Mapping[str, Any], id_field: str) -> str:
+    """The inbox dedupe key: Flipcause's webhook record id, else a hash of the payload."""
+    raw = payload.get(id_field)
+    if isinstance(raw, (str, int)) and not isinstance(raw, bool) and str(raw).strip():
+        return f"wh:{str(raw).strip()}"
+    digest = hashlib.sha256(_dumps(payload).encode("utf-8")).hexdigest()
+    return f"sha256:{digest}"
+
+
+@dataclass(frozen=True)
+class InboxRow:
+    """One stored payload, as the run reads it."""
+
+    seq: int
+    record_key: str
+    source: str
+    received_at: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AddResult:
+    """What storing a group of payloads did."""
+
+    added: int
+    duplicates: int
+
+
+@dataclass(frozen=True)
+class MirrorEntry:
+    """What the state DB knows of one Constant Contact contact."""
+
+    email_key: str
+    contact_id: str | None
+    permission: str
+    deleted: bool
+    list_ids: frozenset[str]
+    updated_at: str | None
+    seen_at: str
+
+
+@dataclass(frozen=True)
+class JournalOp:
+    """One request-sized unit of a journaled batch and how far it got."""
+
+    op_id: str
+    position: int
+    kind: str
+    body: dict[str, Any]
+    state: str
+    activity_id: str | None
+    posted_at: str | None
+    result: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Journal:
+    """A batch whose work was (or is being) sent to Constant Contact but not committed."""
+
+    batch_id: str
+    run_id: str
+    kind: str
+    created_at: str
+    first_seq: int | None
+    last_seq: int | None
+    batch: dict[str, Any]
+    ops: tuple[JournalOp, ...]
+
+
+class StateDB:
+    """Access to one organization's state file. Open it with `StateDB.open(path)`."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path, *, create: bool = True) -> StateDB:
+        """Open (or create, 0600 in a 0700 directory) and check the schema version."""
+        path = Path(path)
+        if not path.exists():
+            if not create:
+                raise StateError(f"state file {path} does not exist (run `flipsync ingest` first)")
+            if not path.parent.exists():
+                path.parent.mkdir(parents=True, mode=0o700)
+            # Create the file private before SQLite opens it; SQLite gives -wal/-shm the same mode.
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            os.close(fd)
+        try:
+            conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=30000")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise StateError(
+                f"state file {path} is not a readable flipsync state DB: {exc}"
+            ) from exc
+        db = cls(conn, path)
+        if version == 0:
+            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            if tables:
+                raise StateError(
+                    f"{path} is an SQLite file but not a flipsync state DB; refusing to use it"
+                )
+            with db.transaction():
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        elif version > SCHEMA_VERSION:
+            raise StateError(
+                f"{path} was written by a newer flipsync (schema {version} > {SCHEMA_VERSION}); "
+                "upgrade flipsync, never downgrade a state file"
+            )
+        return db
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+    def __enter__(self) -> StateDB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic write: BEGIN IMMEDIATE so writers queue instead of failing mid-way."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    # -- meta ---------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        """A value from the meta table, or None."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str, conn: sqlite3.Connection | None = None) -> None:
+        """Set a meta value (inside the caller's transaction when `conn` is given)."""
+        (conn or self._conn).execute(
+            "INSERT INTO meta(key, value) VALUES(?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (key, value),
+        )
+
+    @property
+    def checkpoint(self) -> int:
+        """The highest inbox seq whose work Constant Contact confirmed."""
+        value = self.get_meta("checkpoint_seq")
+        return int(value) if value else 0
+
+    # -- inbox --------------------------------------------------------------------------
+
+    def add_payloads(
+        self,
+        payloads: Iterable[tuple[str, dict[str, Any]]],
+        *,
+        source: str,
+        id_field: str,
+        received_at: datetime | None = None,
+    ) -> AddResult:
+        """Store (record_key, payload) pairs in one transaction; a repeated key is stored once."""
+        stamp = iso(received_at or utcnow())
+        added = duplicates = 0
+        with self.transaction() as conn:
+            for key, payload in payloads:
+                cur = conn.execute(
+                    "INSERT INTO inbox(record_key, source, received_at, payload) VALUES(?,?,?,?) "
+                    "ON CONFLICT(record_key) DO NOTHING",
+                    (key or record_key_for(payload, id_field), source, stamp, _dumps(payload)),
+                )
+                if cur.rowcount:
+                    added += 1
+                else:
+                    duplicates += 1
+        return AddResult(added=added, duplicates=duplicates)
+
+    def add_intake_rejects(self, rejects: Iterable[tuple[str, str, str]]) -> None:
+        """Remember inputs that could not be stored at all: (source, location, reason)."""
+        stamp = iso(utcnow())
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO intake_rejects(received_at, source, location, reason) VALUES(?,?,?,?)",
+                [(stamp, s, loc, reason) for s, loc, reason in rejects],
+            )
+
+    def inbox_after(self, seq: int, limit: int) -> list[InboxRow]:
+        """The next `limit` payloads after `seq`, in arrival order."""
+        rows = self._conn.execute(
+            "SELECT seq, record_key, source, received_at, payload FROM inbox "
+            "WHERE seq > ? ORDER BY seq LIMIT ?",
+            (seq, limit),
+        ).fetchall()
+        return [_inbox_row(r) for r in rows]
+
+    def inbox_by_seqs(self, seqs: Sequence[int]) -> list[InboxRow]:
+        """Payloads by seq (retries, journal replays), in seq order."""
+        out: list[InboxRow] = []
+        for start in range(0, len(seqs), 500):
+            chunk = list(seqs[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            out += [
+                _inbox_row(r)
+                for r in self._conn.execute(
+                    f"SELECT seq, record_key, source, received_at, payload FROM inbox "
+                    f"WHERE seq IN ({marks})",
+                    chunk,
+                ).fetchall()
+            ]
+        return sorted(out, key=lambda r: r.seq)
+
+    def inbox_window(
+        self, since: str, until: str | None, after_seq: int, limit: int
+    ) -> list[InboxRow]:
+        """Payloads received in [since, until), after `after_seq`, for backfills."""
+        query = (
+            "SELECT seq, record_key, source, received_at, payload FROM inbox "
+            "WHERE received_at >= ? AND seq > ?"
+        )
+        params: list[Any] = [since, after_seq]
+        if until is not None:
+            query += " AND received_at < ?"
+            params.append(until)
+        query += " ORDER BY seq LIMIT ?"
+        params.append(limit)
+        return [_inbox_row(r) for r in self._conn.execute(query, params).fetchall()]
+
+    def inbox_count(self) -> int:
+        """How many payloads the inbox holds."""
+        return int(self._conn.execute("SELECT count(*) FROM inbox").fetchone()[0])
+
+    def inbox_pending_count(self) -> int:
+        """How many payloads wait after the checkpoint."""
+        return int(
+            self._conn.execute(
+                "SELECT count(*) FROM inbox WHERE seq > ?", (self.checkpoint,)
+            ).fetchone()[0]
+        )
+
+    # -- retry queue --------------------------------------------------------------------
+
+    def retry_seqs(self) -> dict[int, int]:
+        """Inbox seqs to process again, with how often they were tried."""
+        return {
+            int(r[0]): int(r[1])
+            for r in self._conn.execute("SELECT seq, attempts FROM retry_queue ORDER BY seq")
+        }
+
+    # -- runs and outcomes --------------------------------------------------------------
+
+    def start_run(self, run_id: str, kind: str, started_at: datetime) -> None:
+        """Record that a run began."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO runs(run_id, kind, started_at, status) VALUES(?,?,?,?)",
+                (run_id, kind, iso(started_at), "running"),
+            )
+
+    def finish_run(self, run_id: str, status: str, report: Mapping[str, Any]) -> None:
+        """Record how a run ended and its report."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE runs SET finished_at=?, status=?, report=? WHERE run_id=?",
+                (iso(utcnow()), status, _dumps(report), run_id),
+            )
+
+    def recent_runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest runs, newest first."""
+        rows = self._conn.execute(
+            "SELECT run_id, kind, started_at, finished_at, status, report FROM runs "
+            "ORDER BY started_at DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [
+            {**dict(r), "report": json.loads(r["report"]) if r["report"] else None} for r in rows
+        ]
+
+    def outcomes_for(self, email_key: str) -> list[dict[str, Any]]:
+        """Every outcome recorded for one email, oldest first (for `flipsync explain`)."""
+        rows = self._conn.execute(
+            "SELECT o.*, r.kind AS run_kind FROM outcomes o LEFT JOIN runs r USING (run_id) "
+            "WHERE o.email_key=? ORDER BY o.id",
+            (email_key,),
+        ).fetchall()
+        return [_outcome_dict(r) for r in rows]
+
+    def outcomes_of_run(self, run_id: str) -> list[dict[str, Any]]:
+        """The outcomes one run stored."""
+        rows = self._conn.execute(
+            "SELECT * FROM outcomes WHERE run_id=? ORDER BY id", (run_id,)
+        ).fetchall()
+        return [_outcome_dict(r) for r in rows]
+
+    # -- journal ------------------------------------------------------------------------
+
+    def write_journal(self, journal: Journal) -> None:
+        """Record a batch and its planned requests before the first request is sent."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO journal(batch_id, run_id, kind, created_at, first_seq, last_seq, batch) "
+                "VALUES(?,?,?,?,?,?,?)",
+                (
+                    journal.batch_id,
+                    journal.run_id,
+                    journal.kind,
+                    journal.created_at,
+                    journal.first_seq,
+                    journal.last_seq,
+                    _dumps(journal.batch),
+                ),
+            )
+            conn.executemany(
+                "INSERT INTO journal_ops(op_id, batch_id, position, kind, body, state) "
+                "VALUES(?,?,?,?,?,?)",
+                [
+                    (op.op_id, journal.batch_id, op.position, op.kind, _dumps(op.body), op.state)
+                    for op in journal.ops
+                ],
+            )
+
+    def update_op(
+        self,
+        op_id: str,
+        *,
+        state: str,
+        activity_id: str | None = None,
+        posted_at: str | None = None,
+        result: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Move one journaled request forward (posting -> posted -> done / failed)."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE journal_ops SET state=?, activity_id=coalesce(?, activity_id), "
+                "posted_at=coalesce(?, posted_at), result=coalesce(?, result) WHERE op_id=?",
+                (state, activity_id, posted_at, None if result is None else _dumps(result), op_id),
+            )
+
+    def open_journals(self, kind: str | None = None) -> list[Journal]:
+        """Batches left uncommitted by this or an earlier run, oldest first."""
+        query = "SELECT * FROM journal"
+        params: list[Any] = []
+        if kind is not None:
+            query += " WHERE kind=?"
+            params.append(kind)
+        journals = []
+        for j in self._conn.execute(query + " ORDER BY created_at", params).fetchall():
+            ops = tuple(
+                JournalOp(
+                    op_id=o["op_id"],
+                    position=o["position"],
+                    kind=o["kind"],
+                    body=json.loads(o["body"]),
+                    state=o["state"],
+                    activity_id=o["activity_id"],
+                    posted_at=o["posted_at"],
+                    result=json.loads(o["result"]) if o["result"] else None,
+                )
+                for o in self._conn.execute(
+                    "SELECT * FROM journal_ops WHERE batch_id=? ORDER BY position", (j["batch_id"],)
+                )
+            )
+            journals.append(
+                Journal(
+                    batch_id=j["batch_id"],
+                    run_id=j["run_id"],
+                    kind=j["kind"],
+                    created_at=j["created_at"],
+                    first_seq=j["first_seq"],
+                    last_seq=j["last_seq"],
+                    batch=json.loads(j["batch"]),
+                    ops=ops,
+                )
+            )
+        return journals
+
+    def commit_batch(
+        self,
+        *,
+        batch_id: str | None,
+        run_id: str,
+        outcomes: Sequence[Mapping[str, Any]],
+        checkpoint: int | None,
+        done_retry_seqs: Iterable[int] = (),
+        requeue: Mapping[int, str] | None = None,
+        attempts: Mapping[int, int] | None = None,
+        transactions: Iterable[tuple[str, str, bool, bool]] = (),
+        mirror: Iterable[MirrorEntry] = (),
+        meta: Mapping[str, str] | None = None,
+    ) -> None:
+        """Commit a confirmed batch: outcomes, checkpoint, retries, knowledge, journal removal.
+
+        Everything happens in one transaction, so a crash leaves either the whole
+        batch committed or the journal still there for the next run to finish.
+        """
+        now = iso(utcnow())
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO outcomes(run_id, at, email, email_key, record_keys, flipcause_ids, "
+                "action, endpoint, status_before, status_after, lists, fields, reason) "
+                "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        run_id,
+                        now,
+                        o.get("email"),
+                        (o.get("email") or "").strip().lower() or None,
+                        _dumps(o.get("record_keys", [])),
+                        _dumps(o.get("flipcause_ids", {})),
+                        o["action"],
+                        o.get("endpoint", "none"),
+                        o.get("status_before"),
+                        o.get("status_after"),
+                        _dumps(o.get("lists", [])),
+                        _dumps(o.get("fields", [])),
+                        o["reason"],
+                    )
+                    for o in outcomes
+                ],
+            )
+            if checkpoint is not None:
+                current = self.get_meta("checkpoint_seq")
+                if current is None or int(current) < checkpoint:
+                    self.set_meta("checkpoint_seq", str(checkpoint), conn)
+            conn.executemany("DELETE FROM retry_queue WHERE seq=?", [(s,) for s in done_retry_seqs])
+            tried = attempts or {}
+            conn.executemany(
+                "INSERT OR REPLACE INTO retry_queue(seq, attempts, reason, since) VALUES(?,?,?,?)",
+                [
+                    (seq, tried.get(seq, 0) + 1, reason, now)
+                    for seq, reason in (requeue or {}).items()
+                ],
+            )
+            for txn_id, email_key, signed_up, created in transactions:
+                conn.execute(
+                    "INSERT INTO transactions(transaction_id, email_key, signed_up, created_contact, "
+                    "first_run) VALUES(?,?,?,?,?) ON CONFLICT(transaction_id, email_key) DO UPDATE "
+                    "SET signed_up=max(signed_up, excluded.signed_up), "
+                    "created_contact=max(created_contact, excluded.created_contact)",
+                    (txn_id, email_key, int(signed_up), int(created), run_id),
+                )
+            self._upsert_mirror(conn, mirror)
+            for key, value in (meta or {}).items():
+                self.set_meta(key, value, conn)
+            if batch_id is not None:
+                conn.execute("DELETE FROM journal_ops WHERE batch_id=?", (batch_id,))
+                conn.execute("DELETE FROM journal WHERE batch_id=?", (batch_id,))
+
+    # -- knowledge of Constant Contact --------------------------------------------------
+
+    def _upsert_mirror(self, conn: sqlite3.Connection, entries: Iterable[MirrorEntry]) -> None:
+        conn.executemany(
+            "INSERT INTO mirror(email_key, contact_id, permission, deleted, list_ids, updated_at, "
+            "seen_at) VALUES(?,?,?,?,?,?,?) ON CONFLICT(email_key) DO UPDATE SET "
+            "contact_id=coalesce(excluded.contact_id, mirror.contact_id), "
+            "permission=excluded.permission, deleted=excluded.deleted, "
+            "list_ids=excluded.list_ids, updated_at=coalesce(excluded.updated_at, mirror.updated_at), "
+            "seen_at=excluded.seen_at",
+            [
+                (
+                    e.email_key,
+                    e.contact_id,
+                    e.permission,
+                    int(e.deleted),
+                    _dumps(sorted(e.list_ids)),
+                    e.updated_at,
+                    e.seen_at,
+                )
+                for e in entries
+            ],
+        )
+
+    def save_mirror(
+        self, entries: Iterable[MirrorEntry], meta: Mapping[str, str] | None = None
+    ) -> None:
+        """Upsert mirror rows (and meta such as the watermark) in one transaction."""
+        with self.transaction() as conn:
+            self._upsert_mirror(conn, entries)
+            for key, value in (meta or {}).items():
+                self.set_meta(key, value, conn)
+
+    def mirror_get(self, email_keys: Iterable[str]) -> dict[str, MirrorEntry]:
+        """Mirror rows for these emails (lower-cased keys)."""
+        keys = list(dict.fromkeys(email_keys))
+        out: dict[str, MirrorEntry] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self._conn.execute(
+                f"SELECT * FROM mirror WHERE email_key IN ({marks})", chunk
+            ):
+                out[r["email_key"]] = MirrorEntry(
+                    email_key=r["email_key"],
+                    contact_id=r["contact_id"],
+                    permission=r["permission"],
+                    deleted=bool(r["deleted"]),
+                    list_ids=frozenset(json.loads(r["list_ids"])),
+                    updated_at=r["updated_at"],
+                    seen_at=r["seen_at"],
+                )
+        return out
+
+    def mirror_count(self) -> int:
+        """How many contacts the mirror knows."""
+        return int(self._conn.execute("SELECT count(*) FROM mirror").fetchone()[0])
+
+    def transactions_for(self, txn_ids: Iterable[str]) -> dict[tuple[str, str], tuple[bool, bool]]:
+        """(transaction, email) -> (signed up, contact created by flipsync) for these transactions."""
+        ids = list(dict.fromkeys(txn_ids))
+        out: dict[tuple[str, str], tuple[bool, bool]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self._conn.execute(
+                f"SELECT * FROM transactions WHERE transaction_id IN ({marks})", chunk
+            ):
+                out[(r["transaction_id"], r["email_key"])] = (
+                    bool(r["signed_up"]),
+                    bool(r["created_contact"]),
+                )
+        return out
+
+
+def _inbox_row(r: sqlite3.Row) -> InboxRow:
+    return InboxRow(
+        seq=int(r["seq"]),
+        record_key=r["record_key"],
+        source=r["source"],
+        received_at=r["received_at"],
+        payload=json.loads(r["payload"]),
+    )
+
+
+def _outcome_dict(r: sqlite3.Row) -> dict[str, Any]:
+    out = dict(r)
+    for key in ("record_keys", "flipcause_ids", "lists", "fields"):
+        out[key] = json.loads(out[key])
+    return out
