@@ -21,8 +21,9 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -222,6 +223,79 @@ class Syncer:
             if last_seq is not None:
                 after = last_seq
 
+    def backfill(
+        self,
+        since: date,
+        until: date | None,
+        *,
+        dry_run: bool = False,
+        batch_guard: Callable[[], AbstractContextManager[object]] = nullcontext,
+    ) -> RunReport:
+        """Process again the inbox records of a date window, leaving the live checkpoint alone.
+
+        A record's date is its Flipcause transaction date, or the day it reached the inbox
+        when it has none. Progress is kept per window, so an interrupted backfill resumes
+        where it stopped; each batch runs under `batch_guard` (the organization lock), so
+        cron runs interleave with a long backfill instead of waiting for all of it.
+        """
+        report = RunReport(
+            run_id=self.run_id, kind="backfill", dry_run=dry_run, started_at=iso(self.clock())
+        )
+        self.report = report
+        key = f"backfill:{since.isoformat()}:{until.isoformat() if until else ''}"
+        scanned = 0 if dry_run else int(self.state.get_meta(key) or 0)
+        date_field = self.settings.flipcause.fields.transaction_date
+        batch_size = self.settings.run.batch_size
+        overlay: dict[str, Known] = {}
+        if not dry_run:
+            self.state.start_run(self.run_id, "backfill", self.clock())
+        try:
+            with batch_guard():
+                report.checkpoint_before = report.checkpoint_after = self.state.checkpoint
+                if not dry_run:
+                    for journal in self.state.open_journals("backfill"):
+                        if not self._drive(journal, report):
+                            report.status = "waiting"
+                            return report
+                    scanned = int(self.state.get_meta(key) or 0)
+            while True:
+                with batch_guard():
+                    rows = self.state.inbox_after(scanned, batch_size)
+                    if not rows:
+                        break
+                    last = rows[-1].seq
+                    chosen = [r for r in rows if _in_window(r, date_field, since, until)]
+                    report.records_read += len(chosen)
+                    if chosen:
+                        done = self.process_rows(
+                            chosen,
+                            report,
+                            kind="backfill",
+                            dry_run=dry_run,
+                            checkpoint=None,
+                            overlay=overlay if dry_run else None,
+                            progress=(key, last),
+                        )
+                        if not done:
+                            report.status = "waiting"
+                            return report
+                    elif not dry_run:
+                        self.state.set_meta(key, str(last))
+                    scanned = last
+            if report.records_read == 0:
+                report.status = "idle"
+            return report
+        except BaseException as exc:
+            report.status = "error"
+            report.message = str(exc)
+            raise
+        finally:
+            report.checkpoint_after = self.state.checkpoint
+            report.finished_at = iso(self.clock())
+            report.requests = Counter(self.api.request_counts) - self._requests_at_start
+            if not dry_run:
+                self.state.finish_run(self.run_id, report.status, report.as_dict())
+
     # -- one batch ----------------------------------------------------------------------
 
     def process_rows(
@@ -234,8 +308,13 @@ class Syncer:
         checkpoint: int | None,
         attempts: Mapping[int, int] | None = None,
         overlay: dict[str, Known] | None = None,
+        progress: tuple[str, int] | None = None,
     ) -> bool:
-        """Decide, plan, send and commit one batch. False when an import is still processing."""
+        """Decide, plan, send and commit one batch. False when an import is still processing.
+
+        `checkpoint` is where the live checkpoint moves on commit (None: it stays);
+        `progress` is a (meta key, seq) a backfill records instead.
+        """
         outcomes: list[dict[str, Any]] = []
         records: list[FlipcauseRecord] = []
         for row in rows:
@@ -302,6 +381,7 @@ class Syncer:
                 "people": _people_facts(people),
                 "attempts": {str(k): v for k, v in (attempts or {}).items()},
                 "checkpoint": checkpoint,
+                "progress": list(progress) if progress else None,
             },
             ops=tuple(
                 JournalOp(op.op_id, i, op.kind, op.body, "planned", None, None, None)
@@ -523,6 +603,9 @@ class Syncer:
             attempts=attempts,
             transactions=transactions,
             mirror=mirror,
+            meta={str(progress[0]): str(progress[1])}
+            if (progress := journal.batch.get("progress"))
+            else None,
         )
         report.outcomes.extend(outcomes)
         log.info(
@@ -559,6 +642,27 @@ class Syncer:
 
 
 # -- outcome rows ---------------------------------------------------------------------------
+
+
+def record_date(row: InboxRow, date_field: str) -> date | None:
+    """The Flipcause transaction date of a payload (ISO or M/D/YYYY), else its inbox day."""
+    raw = row.payload.get(date_field)
+    if isinstance(raw, str) and raw.strip():
+        text = raw.strip()[:10]
+        for fmt in ("%Y-%m-%d", "%m/%d/%Y"):
+            try:
+                return datetime.strptime(text, fmt).date()  # noqa: DTZ007 - a calendar date
+            except ValueError:
+                continue
+    try:
+        return datetime.fromisoformat(row.received_at).date()
+    except ValueError:
+        return None
+
+
+def _in_window(row: InboxRow, date_field: str, since: date, until: date | None) -> bool:
+    day = record_date(row, date_field)
+    return day is not None and day >= since and (until is None or day <= until)
 
 
 def _unusable_outcome(item: Unusable, row: InboxRow) -> dict[str, Any]:
