@@ -174,7 +174,7 @@ class Syncer:
                         report.message = "an import is still processing in Constant Contact; the next run finishes it"
                         return report
             self._process_inbox(report, dry_run=dry_run, max_batches=max_batches)
-            if report.records_read == 0 and report.status == "ok":
+            if report.records_read == 0 and not report.outcomes and report.status == "ok":
                 report.status = "idle"
             return report
         except BaseException as exc:
@@ -282,7 +282,7 @@ class Syncer:
                     elif not dry_run:
                         self.state.set_meta(key, str(last))
                     scanned = last
-            if report.records_read == 0:
+            if report.records_read == 0 and not report.outcomes:
                 report.status = "idle"
             return report
         except BaseException as exc:

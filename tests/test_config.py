@@ -34,8 +34,12 @@ def test_defaults_point_at_constant_contact(tmp_path: Path) -> None:
         "https://authz.constantcontact.com/oauth2/default/v1"
     )
     other = settings_from(
-        config_dict(constant_contact={"api_base_url": "http://127.0.0.1:9/v3/",
-                                      "oauth_base_url": "http://127.0.0.1:9/oauth"}),
+        config_dict(
+            constant_contact={
+                "api_base_url": "http://127.0.0.1:9/v3/",
+                "oauth_base_url": "http://127.0.0.1:9/oauth",
+            }
+        ),
         tmp_path,
     )
     assert other.constant_contact.api_base_url == "http://127.0.0.1:9/v3"
@@ -125,5 +129,5 @@ def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
 
 def test_missing_file_says_copy_example(tmp_path: Path) -> None:
     """A missing config points to the example."""
-    with pytest.raises(ConfigError, match="config.example.yaml"):
+    with pytest.raises(ConfigError, match=r"config\.example\.yaml"):
         load_settings(tmp_path / "nope.yaml", environ={})

@@ -11,7 +11,15 @@ from flipsync.plan import build_plan
 from flipsync.policy import Action, Endpoint, Known, decide
 from tests.helpers import config_dict, person, settings_from
 
-STATES = ["new", "explicit", "implicit", "not_set", "pending_confirmation", "unsubscribed", "deleted"]
+STATES = [
+    "new",
+    "explicit",
+    "implicit",
+    "not_set",
+    "pending_confirmation",
+    "unsubscribed",
+    "deleted",
+]
 STATUSES = ["explicit", "implicit", "not_set"]
 NEW_FIELDS = ("first_name", "last_name", "phone", "address")
 NAMES = ("first_name", "last_name")
@@ -154,7 +162,9 @@ def test_no_existing_contact_gets_phone_address_or_permission_change(
 def test_confirmed_opt_in_reports_pending_confirmation() -> None:
     """With Confirmed Opt-In the sign-up form leaves new contacts pending_confirmation."""
     settings = setup_settings("mailing_list_contacts", "explicit")
-    decision = decide(person(settings, signed_up=True), None, settings.policy, confirmed_opt_in=True)
+    decision = decide(
+        person(settings, signed_up=True), None, settings.policy, confirmed_opt_in=True
+    )
     assert decision.endpoint is Endpoint.SIGN_UP_FORM
     assert decision.status_after == "pending_confirmation"
 
@@ -163,15 +173,48 @@ def test_confirmed_opt_in_reports_pending_confirmation() -> None:
     ("setup", "status", "known_status", "endpoint", "after", "lists"),
     [
         # setup 3: flipsync made them implicit from this transaction; the sign-up arrived later
-        ("all_contacts_by_subscription", "implicit", "implicit", Endpoint.SIGN_UP_FORM, "explicit", ("Subscribers",)),
+        (
+            "all_contacts_by_subscription",
+            "implicit",
+            "implicit",
+            Endpoint.SIGN_UP_FORM,
+            "explicit",
+            ("Subscribers",),
+        ),
         # already explicit: the cheaper import finishes the job
-        ("all_contacts_by_subscription", "implicit", "explicit", Endpoint.JSON_IMPORT, "explicit", ("Subscribers",)),
-        ("mailing_list_contacts", "explicit", "explicit", Endpoint.JSON_IMPORT, "explicit", ("New",)),
-        ("all_contacts_uniform", "implicit", "implicit", Endpoint.JSON_IMPORT, "implicit", ("New",)),
+        (
+            "all_contacts_by_subscription",
+            "implicit",
+            "explicit",
+            Endpoint.JSON_IMPORT,
+            "explicit",
+            ("Subscribers",),
+        ),
+        (
+            "mailing_list_contacts",
+            "explicit",
+            "explicit",
+            Endpoint.JSON_IMPORT,
+            "explicit",
+            ("New",),
+        ),
+        (
+            "all_contacts_uniform",
+            "implicit",
+            "implicit",
+            Endpoint.JSON_IMPORT,
+            "implicit",
+            ("New",),
+        ),
     ],
 )
 def test_contact_created_by_flipsync_from_same_transaction_counts_as_new(
-    setup: str, status: str, known_status: str, endpoint: Endpoint, after: str, lists: tuple[str, ...]
+    setup: str,
+    status: str,
+    known_status: str,
+    endpoint: Endpoint,
+    after: str,
+    lists: tuple[str, ...],
 ) -> None:
     """A later Mailing List activity of the same transaction still gives subscriber treatment."""
     settings = setup_settings(setup, status)
@@ -199,8 +242,16 @@ def test_rules_add_lists_with_reason() -> None:
             "setup": "all_contacts_uniform",
             "lists": {"new": ["New"], "existing": ["Existing"]},
             "rules": [
-                {"name": "big", "when": {"activity_type": ["donation"], "amount_at_least": 20}, "add_lists": ["Major"]},
-                {"name": "gala", "when": {"campaign_title": ["Spring Gala"]}, "add_lists": ["Gala"]},
+                {
+                    "name": "big",
+                    "when": {"activity_type": ["donation"], "amount_at_least": 20},
+                    "add_lists": ["Major"],
+                },
+                {
+                    "name": "gala",
+                    "when": {"campaign_title": ["Spring Gala"]},
+                    "add_lists": ["Gala"],
+                },
             ],
         }
     )

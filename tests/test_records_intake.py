@@ -53,14 +53,23 @@ def test_parse_maps_configured_fields_and_keeps_unknown_ones() -> None:
     assert rec.address.city == "Boston"
 
     renamed = settings_from(config_dict(flipcause={"fields": {"email": "Email Address"}}))
-    rec2 = parse_record(1, "k", {"Email Address": "bo@example.org", "PD_first_name": "Bo"}, renamed.flipcause)
+    rec2 = parse_record(
+        1, "k", {"Email Address": "bo@example.org", "PD_first_name": "Bo"}, renamed.flipcause
+    )
     assert isinstance(rec2, FlipcauseRecord) and rec2.email == "bo@example.org"
 
 
 @pytest.mark.parametrize(
     ("spelling", "kind"),
-    [("Mailing List", "mailing_list"), ("mailing  list", "mailing_list"), ("E Registration", "registration"),
-     ("Registration", "registration"), ("E", "registration"), ("RD Refund", "refund"), ("Weird", None)],
+    [
+        ("Mailing List", "mailing_list"),
+        ("mailing  list", "mailing_list"),
+        ("E Registration", "registration"),
+        ("Registration", "registration"),
+        ("E", "registration"),
+        ("RD Refund", "refund"),
+        ("Weird", None),
+    ],
 )
 def test_activity_type_matching_is_tolerant(spelling: str, kind: str | None) -> None:
     """Code, word or both, any case and spacing."""
@@ -70,18 +79,26 @@ def test_activity_type_matching_is_tolerant(spelling: str, kind: str | None) -> 
 
 def test_record_without_person_is_skipped_and_bad_email_rejected() -> None:
     """No person at all: skipped with a reason; a person without a usable email: rejected."""
-    merchant = parse_record(1, "k", {"webhook_record_id": "9", "DD_amount": "100"}, SETTINGS.flipcause)
+    merchant = parse_record(
+        1, "k", {"webhook_record_id": "9", "DD_amount": "100"}, SETTINGS.flipcause
+    )
     assert isinstance(merchant, Unusable) and not merchant.rejected
     assert "no person" in merchant.reason
     no_email = parse_record(2, "k2", payload(None), SETTINGS.flipcause)
-    assert isinstance(no_email, Unusable) and no_email.rejected and no_email.reason == "no email address"
+    assert (
+        isinstance(no_email, Unusable)
+        and no_email.rejected
+        and no_email.reason == "no email address"
+    )
     bad = parse_record(3, "k3", payload("nope@"), SETTINGS.flipcause)
     assert isinstance(bad, Unusable) and bad.rejected and "invalid email" in bad.reason
 
 
 def test_odd_values_do_not_crash_parsing() -> None:
     """Wrong types and control characters become clean text or are ignored, with a note."""
-    data = payload("ada@example.org", PD_first_name={"nested": 1}, PD_last_name="Love\x00lace\u200b ")
+    data = payload(
+        "ada@example.org", PD_first_name={"nested": 1}, PD_last_name="Love\x00lace\u200b "
+    )
     rec = record(data, SETTINGS)
     assert rec.first_name is None
     assert rec.last_name == "Lovelace"
@@ -91,7 +108,9 @@ def test_odd_values_do_not_crash_parsing() -> None:
 def test_grouping_is_case_insensitive_and_takes_latest_values() -> None:
     """One person per email; names from the latest record that has them."""
     a = record(payload("Ada@Example.org", first="A", txn="T9"), SETTINGS, seq=1)
-    b = record(payload("ada@example.org", first="Ada", txn="T9", activity="Mailing List"), SETTINGS, seq=2)
+    b = record(
+        payload("ada@example.org", first="Ada", txn="T9", activity="Mailing List"), SETTINGS, seq=2
+    )
     (person,) = group_people([a, b], {})
     assert person.email == "Ada@Example.org"
     assert person.first_name == "Ada"
@@ -127,13 +146,20 @@ def test_ingest_dedupes_and_keeps_going(tmp_path: Path) -> None:
     db = StateDB.open(tmp_path / "s" / "state.db")
     p1, p2 = payload(), payload()
     text = "\n".join([json.dumps(p1), "{oops", json.dumps(p2), json.dumps(p1)])
-    report = ingest_text(db, text, name="in.ndjson", source="file:in.ndjson", id_field="webhook_record_id")
+    report = ingest_text(
+        db, text, name="in.ndjson", source="file:in.ndjson", id_field="webhook_record_id"
+    )
     assert (report.added, report.duplicates, len(report.rejected)) == (2, 1, 1)
-    again = ingest_text(db, text, name="in.ndjson", source="file:in.ndjson", id_field="webhook_record_id")
+    again = ingest_text(
+        db, text, name="in.ndjson", source="file:in.ndjson", id_field="webhook_record_id"
+    )
     assert (again.added, again.duplicates) == (0, 3)
     assert db.inbox_count() == 2
     rows = db.inbox_after(0, 10)
-    assert [r.payload["webhook_record_id"] for r in rows] == [p1["webhook_record_id"], p2["webhook_record_id"]]
+    assert [r.payload["webhook_record_id"] for r in rows] == [
+        p1["webhook_record_id"],
+        p2["webhook_record_id"],
+    ]
 
 
 def test_state_file_is_private_and_versioned(tmp_path: Path) -> None:

@@ -1,0 +1,89 @@
+"""Shared fixtures: the sandbox server, and an organization wired to it end to end."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from flipsync.cli import build_client, cli
+from flipsync.config import Settings, load_settings
+from flipsync.ctct.auth import token_set_from_response, write_token_file
+from flipsync.intake import IngestReport, ingest_text
+from flipsync.sandbox import RunningSandbox
+from flipsync.state import StateDB, utcnow
+from flipsync.sync import RunReport, Syncer
+from tests.helpers import config_dict, write_config
+
+pytest_plugins = ["tests.sandbox_fixture"]
+
+
+@dataclass
+class Org:
+    """One organization's config, state and token file, pointed at a running sandbox."""
+
+    tmp: Path
+    running: RunningSandbox
+    config_path: Path
+
+    @property
+    def sandbox(self) -> Any:
+        return self.running.sandbox
+
+    def settings(self) -> Settings:
+        return load_settings(self.config_path, environ={})
+
+    def state(self) -> StateDB:
+        return StateDB.open(self.settings().state_file)
+
+    def ingest(self, payloads: Iterable[dict[str, Any]]) -> IngestReport:
+        text = "\n".join(json.dumps(p) for p in payloads)
+        with self.state() as state:
+            return ingest_text(
+                state, text, name="test", source="file:test", id_field="webhook_record_id"
+            )
+
+    def run(self, *, dry_run: bool = False) -> RunReport:
+        settings = self.settings()
+        with self.state() as state:
+            syncer = Syncer(settings, state, build_client(settings), sleep=lambda _: None)
+            return syncer.run(dry_run=dry_run)
+
+    def cli(self, *args: str, input: str | None = None) -> Result:
+        return CliRunner().invoke(cli, ["-c", str(self.config_path), *args], input=input)
+
+    def contact(self, email: str) -> dict[str, Any] | None:
+        return self.sandbox.contact_by_email(email)
+
+    def list_names(self, contact: dict[str, Any]) -> set[str]:
+        names = {lst["list_id"]: lst["name"] for lst in self.sandbox.lists()}
+        return {names[i] for i in contact.get("list_memberships", [])}
+
+    def api_requests(self) -> list[Any]:
+        return [e for e in self.sandbox.request_log() if e.path.startswith("/v3")]
+
+    def write_config(self, **overrides: Any) -> None:
+        data = config_dict(**overrides)
+        data["constant_contact"].update(
+            api_base_url=self.running.api_base_url, oauth_base_url=self.running.oauth_base_url
+        )
+        self.config_path = write_config(self.tmp, data)
+
+
+@pytest.fixture
+def org(tmp_path: Path, sandbox_server: RunningSandbox) -> Iterator[Org]:
+    """An organization with lists Donors, Major, Newsletter and a valid token file."""
+    box = sandbox_server.sandbox
+    for name in ("Donors", "Major", "Newsletter", "Subscribers", "NonSubscribers", "Existing"):
+        box.add_list(name)
+    o = Org(tmp_path, sandbox_server, tmp_path / "flipsync.yaml")
+    o.write_config()
+    write_token_file(
+        tmp_path / "tokens.json", token_set_from_response(box.issue_tokens(), utcnow())
+    )
+    yield o
