@@ -109,3 +109,37 @@ class RequestRefused(ConstantContactError):
         self.error_key = error_key
         self.body = body
         super().__init__(message)
+
+
+class UnexpectedResponse(TransientError):
+    """Constant Contact answered something flipsync cannot use (no JSON, a paging loop).
+
+    A subclass of TransientError: the next run asks again, and a lasting problem shows up as
+    the same message run after run.
+    """
+
+
+class LoginFailed(ReauthRequired):
+    """An interactive login did not complete (denied, expired, code refused): run it again."""
+
+
+class ContactExists(RequestRefused):
+    """POST /contacts answered 409: the email already belongs to a contact (maybe a deleted one).
+
+    ``contact_id`` is parsed from "Email already exists for contact <id>" when present.
+    ``after_uncertain_post`` is True when an earlier attempt of the same create failed without an
+    answer, so the existing contact may be the one this very call created; the caller decides.
+    """
+
+    def __init__(
+        self,
+        contact_id: str | None,
+        *,
+        message: str = "",
+        body: str = "",
+        after_uncertain_post: bool = False,
+    ) -> None:
+        self.contact_id = contact_id
+        self.after_uncertain_post = after_uncertain_post
+        text = message or f"The email already belongs to contact {contact_id or '(id not given)'}"
+        super().__init__(text, status=409, error_key="contacts.api.conflict", body=body)

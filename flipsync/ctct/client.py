@@ -1,0 +1,502 @@
+"""The Constant Contact V3 API methods flipsync uses.
+
+This module owns the URLs, query parameters, pagination and response parsing of each call, and
+the rules that keep writes from being sent twice blindly. Transport, retries and error mapping
+live in ``http``; tokens in ``auth``.
+
+No blind re-posts
+-----------------
+CC has no idempotency keys. A POST that fails with a 5xx, a timeout or a broken connection may
+have taken effect anyway (``OutcomeUnknown``), so it is never simply sent again:
+
+* ``start_json_import``: after such a failure the client waits one backoff, reads
+  ``GET /activities`` (newest first) and takes the first activity that matches; only when none
+  matches does it post again, at most ``MAX_UNCERTAIN_POSTS`` posts in all. An activity matches
+  (``import_matches``) when
+
+  1. this client has not already returned or adopted its id (an earlier import of the same run
+     is never mistaken for this one);
+  2. its ``created_at`` is no earlier than ``IMPORT_MATCH_SKEW`` before the failed POST was
+     sent (room for clock skew between this host and CC);
+  3. it looks like a contacts import: no ``status.list_count`` (list-membership jobs) and no
+     ``_links.results`` (exports);
+  4. its counts fit: ``person_count`` equals the number of rows sent; or, when CC has not
+     counted people yet, ``items_total_count`` is that number (or one more, for a header row);
+     or, when there are no counts at all, it is still ``initialized`` or ``processing``.
+
+  The residual risk is a second import of the same rows when CC registers the first one only
+  after the check. Imports are upserts by email, so that costs requests, not data.
+* ``create_contact``: re-posting is safe because a duplicate answers 409, which is raised as
+  ``ContactExists`` with ``after_uncertain_post=True`` so the caller can decide.
+* ``sign_up``: an upsert by email, so it is retried like a GET (and on 409 "simultaneous
+  requests"). After an uncertain first attempt, ``created`` reflects the last answer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+from urllib.parse import quote, urljoin, urlsplit
+
+import requests
+import structlog
+
+from flipsync.ctct.auth import TokenManager
+from flipsync.ctct.http import (
+    HttpClient,
+    OutcomeUnknown,
+    RateLimiter,
+    RetryPolicy,
+    process_limiter,
+    utc_now,
+)
+from flipsync.ctct.limits import (
+    MAX_IMPORT_BYTES,
+    MAX_IMPORT_CONTACTS,
+    MAX_LIST_IDS,
+    encode_json,
+    import_body,
+)
+from flipsync.ctct.types import (
+    ActivityStatus,
+    ClientSettings,
+    ContactList,
+    CustomField,
+    RemoteContact,
+    SignUpResult,
+)
+from flipsync.errors import ContactExists, RequestRefused, TransientError, UnexpectedResponse
+
+log = structlog.get_logger(__name__)
+
+IMPORT_MATCH_SKEW: Final = timedelta(minutes=2)
+MAX_UNCERTAIN_POSTS: Final = 3
+_JSON: Final = {"Content-Type": "application/json"}
+_EXISTING_ID = re.compile(r"exists for contact\s+([0-9A-Za-z-]+)", re.IGNORECASE)
+
+
+class ConstantContactClient:
+    """Constant Contact as flipsync sees it: lists, fields, contacts, imports, activities."""
+
+    def __init__(
+        self,
+        settings: ClientSettings,
+        tokens: TokenManager,
+        *,
+        session: requests.Session | None = None,
+        limiter: RateLimiter | None = None,
+        retry: RetryPolicy | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        """Build a client; ``retry`` defaults to RetryPolicy(max_attempts=settings.max_attempts).
+
+        ``session`` defaults to the token manager's; ``limiter`` to the process-wide limiter at
+        ``settings.requests_per_second``.
+        """
+        self.settings = settings
+        self._tokens = tokens
+        self._clock = clock
+        self._base = settings.api_base_url.rstrip("/")
+        self._http = HttpClient(
+            session if session is not None else tokens.session,
+            timeout=settings.timeout_seconds,
+            limiter=(
+                limiter if limiter is not None else process_limiter(settings.requests_per_second)
+            ),
+            retry=retry if retry is not None else RetryPolicy(max_attempts=settings.max_attempts),
+            clock=clock,
+        )
+        self._claimed_activities: set[str] = set()
+
+    @property
+    def request_counts(self) -> Counter[str]:
+        """Every HTTP request sent so far, retries included, by kind (token requests too)."""
+        counts = Counter(self._http.request_counts)
+        counts.update(self._tokens.request_counts)
+        return counts
+
+    # --- reads --------------------------------------------------------------------------
+
+    def check_token(self) -> None:
+        """Prove the token works with the cheapest authenticated call."""
+        self._get("lists", self._url("/contact_lists"), {"limit": 1})
+
+    def list_lists(self) -> list[ContactList]:
+        """Every contact list of the account."""
+        lists = []
+        for page in self._pages("lists", "/contact_lists", {"limit": 500}, "lists"):
+            lists += [ContactList(_req_str(i, "list_id"), str(i.get("name") or "")) for i in page]
+        return lists
+
+    def list_custom_fields(self) -> list[CustomField]:
+        """Every custom field of the account."""
+        fields = []
+        pages = self._pages(
+            "custom_fields", "/contact_custom_fields", {"limit": 100}, "custom_fields"
+        )
+        for page in pages:
+            fields += [
+                CustomField(
+                    custom_field_id=_req_str(item, "custom_field_id"),
+                    name=str(item.get("name") or ""),
+                    label=str(item.get("label") or ""),
+                    type=str(item.get("type") or ""),
+                )
+                for item in page
+            ]
+        return fields
+
+    def lookup_contact(self, email: str) -> RemoteContact | None:
+        """The contact with this email, deleted and unsubscribed ones included; None if absent."""
+        params: dict[str, str | int] = {
+            "email": email,
+            "status": "all",
+            "include": "list_memberships",
+        }
+        data = self._get("contact_lookup", self._url("/contacts"), params)
+        contacts = [_contact(item) for item in _items(data, "contacts")]
+        wanted = email.casefold()
+        # A stand-in that searches loosely must not hand us somebody else.
+        return next((c for c in contacts if (c.email or "").casefold() == wanted), None)
+
+    def count_contacts(self) -> int:
+        """How many contacts the account has, in every status."""
+        params: dict[str, str | int] = {"status": "all", "limit": 1, "include_count": "true"}
+        data = self._get("contact_count", self._url("/contacts"), params)
+        count = data.get("contacts_count")
+        if not isinstance(count, int):
+            raise UnexpectedResponse("GET /contacts sent no contacts_count")
+        return count
+
+    def iter_contacts(self, updated_after: datetime | None = None) -> Iterator[list[RemoteContact]]:
+        """Contacts page by page (500 each), all statuses, optionally only those changed since."""
+        params: dict[str, str | int] = {
+            "status": "all",
+            "include": "list_memberships",
+            "limit": 500,
+        }
+        if updated_after is not None:
+            params["updated_after"] = _iso_param(updated_after)
+        for page in self._pages("contacts_page", "/contacts", params, "contacts"):
+            yield [_contact(item) for item in page]
+
+    def get_activity(self, activity_id: str) -> ActivityStatus:
+        """The current status of one bulk activity."""
+        url = self._url(f"/activities/{quote(activity_id, safe='')}")
+        return _activity(self._get("activity", url, None))
+
+    def recent_activities(self, state: str | None = None, limit: int = 50) -> list[ActivityStatus]:
+        """Bulk activities of the past 10 days, newest first (one page of up to ``limit``)."""
+        return [_activity(item) for item in self._recent_activities(state, limit)]
+
+    # --- writes -------------------------------------------------------------------------
+
+    def start_json_import(
+        self, import_data: Sequence[Mapping[str, Any]], list_ids: Sequence[str]
+    ) -> str:
+        """Start a contacts JSON import and return its activity_id; never re-posts blindly.
+
+        Cut the rows with ``limits.split_import`` first; a body over the caps is refused here
+        before anything is sent. See the module docstring for the matching rule.
+        """
+        if not import_data:
+            raise ValueError("an import needs at least one row")
+        if not 1 <= len(list_ids) <= MAX_LIST_IDS:
+            raise ValueError(f"an import needs 1 to {MAX_LIST_IDS} list ids")
+        if len(import_data) > MAX_IMPORT_CONTACTS:
+            raise ValueError(f"an import takes at most {MAX_IMPORT_CONTACTS} rows")
+        body = encode_json(import_body(import_data, list_ids))
+        if len(body) >= MAX_IMPORT_BYTES:
+            raise ValueError(f"import body of {len(body)} bytes; cut it with split_import")
+        url = self._url("/activities/contacts_json_import")
+        people = len(import_data)
+        posts = max(1, min(MAX_UNCERTAIN_POSTS, self._http.retry.max_attempts))
+        for post in range(1, posts + 1):
+            sent_at = self._clock()
+            try:
+                response = self._http.call(
+                    "json_import",
+                    "POST",
+                    url,
+                    tokens=self._tokens,
+                    idempotent=False,
+                    data=body,
+                    headers=_JSON,
+                )
+                activity_id = _json(response).get("activity_id")
+                if not isinstance(activity_id, str) or not activity_id:
+                    raise OutcomeUnknown("no activity_id in the answer")
+            except OutcomeUnknown as exc:
+                log.warning("import_outcome_unknown", reason=exc.reason, post=post, contacts=people)
+                self._http.retry.sleep(self._http.retry.wait_seconds(post))
+                found = self._find_import(sent_at, people)
+                if found is not None:
+                    self._claimed_activities.add(found)
+                    log.info("import_found_after_failure", activity_id=found, contacts=people)
+                    return found
+                continue
+            self._claimed_activities.add(activity_id)
+            log.info(
+                "import_started", activity_id=activity_id, contacts=people, lists=len(list_ids)
+            )
+            return activity_id
+        raise TransientError(
+            f"Constant Contact did not confirm a JSON import of {people} contacts after {posts} "
+            "posts, and no matching activity was found; the next run tries again"
+        )
+
+    def sign_up(self, body: Mapping[str, Any]) -> SignUpResult:
+        """Create or update one contact through POST /contacts/sign_up_form (an upsert)."""
+        response = self._http.call(
+            "sign_up_form",
+            "POST",
+            self._url("/contacts/sign_up_form"),
+            tokens=self._tokens,
+            idempotent=True,
+            retry_conflict=True,
+            data=encode_json(body),
+            headers=_JSON,
+        )
+        data = _json(response)
+        if response.status_code in (200, 201):
+            created = response.status_code == 201
+        else:
+            created = str(data.get("action") or "").lower() == "created"
+        return SignUpResult(contact_id=_req_str(data, "contact_id"), created=created)
+
+    def create_contact(self, body: Mapping[str, Any]) -> str:
+        """Create one contact through POST /contacts and return its id.
+
+        Raises:
+            ContactExists: the email is taken (409), maybe by a deleted contact, or by this very
+                create when an earlier attempt got no answer (``after_uncertain_post``).
+        """
+        url = self._url("/contacts")
+        data = encode_json(body)
+        uncertain = False
+        posts = max(1, min(MAX_UNCERTAIN_POSTS, self._http.retry.max_attempts))
+        for post in range(1, posts + 1):
+            try:
+                response = self._http.call(
+                    "create_contact",
+                    "POST",
+                    url,
+                    tokens=self._tokens,
+                    idempotent=False,
+                    data=data,
+                    headers=_JSON,
+                )
+                contact_id = _json(response).get("contact_id")
+                if not isinstance(contact_id, str) or not contact_id:
+                    raise OutcomeUnknown("no contact_id in the answer")
+                return contact_id
+            except OutcomeUnknown as exc:
+                # Safe to post again: if the first one landed, CC answers 409 with the id.
+                uncertain = True
+                log.warning("create_contact_outcome_unknown", reason=exc.reason, post=post)
+                self._http.retry.sleep(self._http.retry.wait_seconds(post))
+            except RequestRefused as exc:
+                if exc.status != 409:
+                    raise
+                match = _EXISTING_ID.search(exc.body)
+                contact_id = match.group(1) if match else None
+                raise ContactExists(
+                    contact_id,
+                    message=(
+                        "Constant Contact already has a contact with this email "
+                        f"(contact {contact_id or 'id not given'}; it may be deleted)"
+                    ),
+                    body=exc.body,
+                    after_uncertain_post=uncertain,
+                ) from None
+        raise TransientError(
+            f"Constant Contact did not answer POST /contacts after {posts} posts; "
+            "the next run tries again"
+        )
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    def _url(self, path: str) -> str:
+        return self._base + path
+
+    def _resolve(self, href: str) -> str:
+        """Turn a ``_links.next.href`` (path-relative, "/v3/...") into a URL on our API host."""
+        base = urlsplit(self._base)
+        if href.startswith("/"):
+            url = urljoin(f"{base.scheme}://{base.netloc}/", href)
+        else:
+            url = urljoin(self._base + "/", href)
+        target = urlsplit(url)
+        if (target.scheme, target.netloc) != (base.scheme, base.netloc):
+            # Following it would send the access token to another host.
+            raise UnexpectedResponse(
+                f"Constant Contact sent a next link to another host ({target.netloc}); not followed"
+            )
+        return url
+
+    def _get(self, kind: str, url: str, params: Mapping[str, str | int] | None) -> dict[str, Any]:
+        response = self._http.call(
+            kind, "GET", url, tokens=self._tokens, idempotent=True, params=params
+        )
+        return _json(response)
+
+    def _pages(
+        self, kind: str, path: str, params: Mapping[str, str | int], key: str
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Follow ``_links.next`` from ``path``; a next link seen before raises (a loop)."""
+        url: str = self._url(path)
+        query: Mapping[str, str | int] | None = params
+        seen: set[str] = set()
+        while True:
+            data = self._get(kind, url, query)
+            yield _items(data, key)
+            links = data.get("_links")
+            next_link = links.get("next") if isinstance(links, dict) else None
+            href = next_link.get("href") if isinstance(next_link, dict) else None
+            if not isinstance(href, str) or not href:
+                return
+            url, query = self._resolve(href), None
+            if url in seen:
+                raise UnexpectedResponse(
+                    f"Constant Contact repeated a next link while paging {path}; stopped to "
+                    "avoid a loop"
+                )
+            seen.add(url)
+
+    def _recent_activities(self, state: str | None, limit: int) -> list[dict[str, Any]]:
+        params: dict[str, str | int] = {"limit": limit}
+        if state is not None:
+            params["state"] = state
+        return _items(self._get("activities_list", self._url("/activities"), params), "activities")
+
+    def _find_import(self, sent_at: datetime, people: int) -> str | None:
+        """The id of an import that the uncertain POST sent at ``sent_at`` created, if any."""
+        since = sent_at - IMPORT_MATCH_SKEW
+        for raw in self._recent_activities(None, 50):
+            if import_matches(raw, people=people, since=since, claimed=self._claimed_activities):
+                return str(raw["activity_id"])
+        return None
+
+
+def import_matches(
+    raw: Mapping[str, Any], *, people: int, since: datetime, claimed: set[str] | frozenset[str]
+) -> bool:
+    """Whether a raw activity is the import an uncertain POST of ``people`` rows created.
+
+    The rule, point by point, is in the module docstring.
+    """
+    activity_id = raw.get("activity_id")
+    if not isinstance(activity_id, str) or not activity_id or activity_id in claimed:
+        return False
+    created_at = _parse_time(raw.get("created_at"))
+    if created_at is None or created_at < since:
+        return False
+    status = _dict(raw.get("status"))
+    links = _dict(raw.get("_links"))
+    if "list_count" in status or "results" in links:
+        return False
+    person_count = status.get("person_count")
+    if isinstance(person_count, int) and person_count > 0:
+        return person_count == people
+    total = status.get("items_total_count")
+    if isinstance(total, int) and total > 0:
+        return total in (people, people + 1)
+    return raw.get("state") in ("initialized", "processing")
+
+
+def _json(response: requests.Response) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        method = response.request.method if response.request is not None else "?"
+        path = urlsplit(response.url or "").path
+        raise UnexpectedResponse(f"Constant Contact answered {method} {path} without a JSON object")
+    return data
+
+
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _items(data: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
+    items = data.get(key, [])
+    if not isinstance(items, list):
+        raise UnexpectedResponse(f"Constant Contact sent {key} that is not a list")
+    return [item for item in items if isinstance(item, dict)]
+
+
+def _req_str(item: Mapping[str, Any], key: str) -> str:
+    value = item.get(key)
+    if not isinstance(value, str) or not value:
+        raise UnexpectedResponse(f"Constant Contact sent an item without {key}")
+    return value
+
+
+def _opt_str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _opt_int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def _iso_param(moment: datetime) -> str:
+    """A query-string time in CC's style; naive datetimes are refused (their zone is unknown)."""
+    if moment.tzinfo is None:
+        raise ValueError("updated_after must be timezone-aware")
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _contact(raw: Mapping[str, Any]) -> RemoteContact:
+    email = _dict(raw.get("email_address"))
+    memberships = raw.get("list_memberships")
+    return RemoteContact(
+        contact_id=_req_str(raw, "contact_id"),
+        email=_opt_str(email.get("address")),
+        permission=_opt_str(email.get("permission_to_send")),
+        opt_out_source=_opt_str(email.get("opt_out_source")),
+        deleted=bool(raw.get("deleted_at")),
+        list_ids=frozenset(
+            m for m in (memberships if isinstance(memberships, list) else []) if isinstance(m, str)
+        ),
+        created_at=_parse_time(raw.get("created_at")),
+        updated_at=_parse_time(raw.get("updated_at")),
+        first_name=_opt_str(raw.get("first_name")),
+        last_name=_opt_str(raw.get("last_name")),
+    )
+
+
+def _activity(raw: Mapping[str, Any]) -> ActivityStatus:
+    status = _dict(raw.get("status"))
+    errors = raw.get("activity_errors")
+    return ActivityStatus(
+        activity_id=_req_str(raw, "activity_id"),
+        state=str(raw.get("state") or "unknown"),
+        percent_done=_opt_int(raw.get("percent_done")) or 0,
+        errors=tuple(
+            str(e.get("message", e)) if isinstance(e, dict) else str(e)
+            for e in (errors if isinstance(errors, list) else [])
+        ),
+        items_total_count=_opt_int(status.get("items_total_count")),
+        items_completed_count=_opt_int(status.get("items_completed_count")),
+        person_count=_opt_int(status.get("person_count")),
+        error_count=_opt_int(status.get("error_count")),
+        correctable_count=_opt_int(status.get("correctable_count")),
+        cannot_add_to_list_count=_opt_int(status.get("cannot_add_to_list_count")),
+        created_at=_parse_time(raw.get("created_at")),
+    )

@@ -1,0 +1,490 @@
+"""The HTTP plumbing under the Constant Contact client: session, rate limiter, retries, errors.
+
+This module owns how a request leaves the process and what its answer means:
+
+- ``make_session`` builds the one ``requests.Session`` (User-Agent, Accept).
+- ``RateLimiter`` spaces request starts so fewer than the configured rate begin in any second
+  (CC allows 4/s per API key, the token endpoint 1/s); ``process_limiter`` shares one per process.
+- ``RetryPolicy`` is a value (attempts, waits, jitter, the sleep function), so tests run with
+  zero wait; ``HttpClient.run`` applies it through tenacity.
+- ``HttpClient.send`` is the single place a request is sent, and counts it by kind in
+  ``request_counts`` (retries included), so a run report can match the server's request log.
+- ``HttpClient.call`` maps answers onto flipsync's error taxonomy (reference §2 and §5):
+
+  ======================================  ==================================================
+  answer                                  result
+  ======================================  ==================================================
+  2xx                                     the response
+  401                                     one token refresh and one resend, then ReauthRequired
+  429 ``quota_exceeded``                  QuotaExceeded at once, reset at the next 00:00 UTC
+  429 "1,000 queued activities"           TransientError at once (the next run tries again)
+  429 ``throttled`` (or unknown 429)      jittered exponential backoff, bounded, for any method
+  5xx, connection error, timeout          bounded retries when idempotent; otherwise
+                                          ``OutcomeUnknown`` so the caller can check first
+  409 when the caller says it is safe     bounded retries (sign_up_form "simultaneous requests")
+  other 4xx (400/403/404/409/415)         RequestRefused with CC's error_key and message
+  3xx                                     RequestRefused (redirects are never followed)
+  ======================================  ==================================================
+
+  ``Retry-After`` is honoured when present; a wait longer than ``max_wait`` ends the retries.
+
+Logs carry the request kind, method and path, never the query (it can hold an email address),
+a token or a header.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit
+
+import requests
+import structlog
+import tenacity
+from urllib3.exceptions import MaxRetryError, NewConnectionError
+
+from flipsync.errors import QuotaExceeded, ReauthRequired, RequestRefused, TransientError
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+_QUEUE_FULL = re.compile(r"queued activities", re.IGNORECASE)
+_EMAIL = re.compile(r"[^\s@\"'<>(),;:]+@[^\s@\"'<>(),;:]+")
+
+
+def utc_now() -> datetime:
+    """The default wall clock: an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+def next_utc_midnight(now: datetime) -> datetime:
+    """When CC's daily quota resets: the next 00:00:00 UTC strictly after ``now``."""
+    day = now.astimezone(UTC).date() + timedelta(days=1)
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def make_session(user_agent: str) -> requests.Session:
+    """A session with flipsync's User-Agent that asks for JSON."""
+    session = requests.Session()
+    session.headers.update({"User-Agent": user_agent, "Accept": "application/json"})
+    return session
+
+
+class RateLimiter:
+    """Spaces request starts (1 + slack)/rate seconds apart; thread-safe.
+
+    Exact 1/rate spacing sits on the edge of the server's window: a little network jitter
+    lands the fifth request of a 4/s budget inside the first one's second and draws a 429
+    (seen against the sandbox). The default 5% slack absorbs that for ~5% of throughput.
+    A slot is reserved under the lock and waited for outside it, so threads queue in order and
+    never hold the lock while sleeping. ``rate <= 0`` disables the limiter.
+    """
+
+    def __init__(
+        self,
+        rate_per_second: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        *,
+        slack: float = 0.05,
+    ) -> None:
+        self.rate_per_second = rate_per_second
+        self._interval = (1.0 + slack) / rate_per_second if rate_per_second > 0 else 0.0
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._next_free = float("-inf")
+
+    def acquire(self) -> float:
+        """Wait until a request may start; returns the seconds waited."""
+        if self._interval == 0.0:
+            return 0.0
+        with self._lock:
+            now = self._clock()
+            start = max(now, self._next_free)
+            self._next_free = start + self._interval
+        wait = start - now
+        if wait > 0:
+            self._sleep(wait)
+        return wait
+
+
+_limiters: dict[tuple[str, float], RateLimiter] = {}
+_limiters_lock = threading.Lock()
+
+
+def process_limiter(rate_per_second: float, key: str = "api") -> RateLimiter:
+    """The limiter shared by every client of this process for ``key`` at this rate.
+
+    CC's limits are per API key, so all clients in one process must share one limiter; the
+    token endpoint has its own (``key="token"``, 1/s).
+    """
+    with _limiters_lock:
+        limiter = _limiters.get((key, rate_per_second))
+        if limiter is None:
+            limiter = _limiters[(key, rate_per_second)] = RateLimiter(rate_per_second)
+        return limiter
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long to retry; a value so tests can pass zero waits.
+
+    Wait before retry n (1-based) = min(max_wait, base_wait * 2**(n-1)) + jitter * random(),
+    or Retry-After when CC sends a longer one. Retries stop after ``max_attempts`` attempts or
+    ``max_total_seconds``, whichever comes first.
+    """
+
+    max_attempts: int = 5
+    base_wait: float = 1.0
+    max_wait: float = 30.0
+    jitter: float = 1.0
+    max_total_seconds: float = 120.0
+    sleep: Callable[[float], None] = time.sleep
+    rng: Callable[[], float] = random.random
+
+    def wait_seconds(self, attempt: int, retry_after: float | None = None) -> float:
+        """The pause after failed attempt number ``attempt`` (1-based)."""
+        backoff = min(self.max_wait, self.base_wait * 2.0 ** (attempt - 1))
+        backoff += self.jitter * self.rng()
+        if retry_after is not None:
+            backoff = max(backoff, retry_after)
+        return backoff
+
+    @classmethod
+    def no_wait(cls, max_attempts: int = 3) -> RetryPolicy:
+        """A policy for tests: same decisions, no sleeping."""
+        return cls(max_attempts=max_attempts, base_wait=0.0, jitter=0.0, sleep=lambda _s: None)
+
+
+class RetryableFailure(Exception):
+    """An attempt failed in a way that another attempt may fix (internal to the ctct package)."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        status: int | None = None,
+        error_key: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.reason = reason
+        self.status = status
+        self.error_key = error_key
+        self.retry_after = retry_after
+        super().__init__(reason)
+
+
+class OutcomeUnknown(Exception):
+    """A non-idempotent request failed after it may have reached CC (5xx, timeout, reset).
+
+    The client decides how to find out whether it took effect before sending it again.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class TokenSource(Protocol):
+    """What ``HttpClient.call`` needs from the token manager."""
+
+    def access_token(self) -> str:
+        """A valid access token."""
+        ...
+
+    def refresh(self, stale_access_token: str) -> str:
+        """A new access token after CC refused ``stale_access_token``."""
+        ...
+
+
+def request_path(url: str) -> str:
+    """The path of ``url`` without query or host: safe for logs and messages."""
+    return urlsplit(url).path or "/"
+
+
+def cc_errors(response: requests.Response) -> list[tuple[str | None, str | None]]:
+    """(error_key, error_message) pairs from either CC error shape: an array or one object."""
+    try:
+        data = response.json()
+    except ValueError:
+        return []
+    items = data if isinstance(data, list) else [data]
+    pairs = []
+    for item in items:
+        if isinstance(item, dict) and ("error_key" in item or "error_message" in item):
+            key, message = item.get("error_key"), item.get("error_message")
+            pairs.append(
+                (
+                    key if isinstance(key, str) else None,
+                    message if isinstance(message, str) else None,
+                )
+            )
+    return pairs
+
+
+def describe_errors(response: requests.Response) -> tuple[str | None, str]:
+    """The first error_key, and a one-line text of all CC errors (or the body's start).
+
+    Email addresses in CC's text become [email]: the text goes into logs and run reports.
+    """
+    pairs = cc_errors(response)
+    if pairs:
+        text = "; ".join(f"{key or 'error'}: {message or ''}".strip() for key, message in pairs)
+        return pairs[0][0], _EMAIL.sub("[email]", text)
+    body = _EMAIL.sub("[email]", " ".join(response.text.split())[:200])
+    return None, body or (response.reason or "no body")
+
+
+def parse_retry_after(response: requests.Response, now: datetime) -> float | None:
+    """Seconds to wait from a Retry-After header (seconds or an HTTP date), if any."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def check_response(
+    response: requests.Response,
+    *,
+    idempotent: bool,
+    retry_conflict: bool = False,
+    now: datetime,
+) -> None:
+    """Raise the error (or retry signal) a non-2xx answer means; 401 is handled by the caller."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    key, text = describe_errors(response)
+    method = response.request.method if response.request is not None else "?"
+    path = request_path(response.url or "")
+    retry_after = parse_retry_after(response, now)
+    if status == 429:
+        if key == "quota_exceeded":
+            raise QuotaExceeded(
+                "The daily Constant Contact request quota of this application is spent",
+                next_utc_midnight(now),
+            )
+        if _QUEUE_FULL.search(text):
+            raise TransientError(
+                "Constant Contact already holds 1,000 queued activities for this account; "
+                "the next run tries again"
+            )
+        # Throttled (or a 429 we do not know): CC did not process it, so any method may retry.
+        raise RetryableFailure(
+            f"HTTP 429 {key or 'throttled'}", status=status, error_key=key, retry_after=retry_after
+        )
+    if status >= 500:
+        if idempotent:
+            raise RetryableFailure(
+                f"HTTP {status}", status=status, error_key=key, retry_after=retry_after
+            )
+        raise OutcomeUnknown(f"HTTP {status}")
+    if 300 <= status < 400:
+        # Redirects are not followed: a POST must not turn into a GET or go to another host.
+        target = urlsplit(response.headers.get("Location", "")).netloc or "elsewhere"
+        raise RequestRefused(
+            f"Constant Contact answered {method} {path} with HTTP {status} (a redirect to "
+            f"{target}); check api_base_url and oauth_base_url",
+            status=status,
+        )
+    if status == 409 and retry_conflict:
+        raise RetryableFailure(
+            f"HTTP 409 {key or 'conflict'}", status=status, error_key=key, retry_after=retry_after
+        )
+    raise RequestRefused(
+        f"Constant Contact refused {method} {path} (HTTP {status}): {text}",
+        status=status,
+        error_key=key,
+        body=response.text[:4000],
+    )
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """True when the connection failed before any byte of the request could reach CC."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = exc.args[0] if exc.args else None
+    return isinstance(reason, MaxRetryError) and isinstance(reason.reason, NewConnectionError)
+
+
+class HttpClient:
+    """Sends requests for one component: rate-limited, counted, retried, errors mapped."""
+
+    def __init__(
+        self,
+        session: requests.Session,
+        *,
+        timeout: float,
+        limiter: RateLimiter | None = None,
+        retry: RetryPolicy | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.session = session
+        self.retry = retry if retry is not None else RetryPolicy()
+        self.request_counts: Counter[str] = Counter()
+        self._count_lock = threading.Lock()
+        self._timeout = timeout
+        self._limiter = limiter
+        self._clock = clock
+
+    def send(self, kind: str, method: str, url: str, **kwargs: Any) -> requests.Response:
+        """The one place a request leaves: wait for the limiter, count it, send it once."""
+        if self._limiter is not None:
+            self._limiter.acquire()
+        with self._count_lock:
+            self.request_counts[kind] += 1
+        return self.session.request(
+            method, url, timeout=self._timeout, allow_redirects=False, **kwargs
+        )
+
+    def run(self, attempt: Callable[[], T], *, kind: str, method: str, url: str) -> T:
+        """Call ``attempt`` until it stops raising RetryableFailure, within the policy.
+
+        Raises:
+            TransientError: the attempts or the time ran out, or CC asked for a longer wait.
+        """
+        policy = self.retry
+        path = request_path(url)
+
+        def guarded() -> T:
+            try:
+                return attempt()
+            except RetryableFailure as exc:
+                if exc.retry_after is not None and exc.retry_after > policy.max_wait:
+                    raise TransientError(
+                        f"Constant Contact asked to wait {exc.retry_after:.0f} s before "
+                        f"{method} {path} ({exc.reason}); the next run tries again"
+                    ) from exc
+                raise
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            retry_after = exc.retry_after if isinstance(exc, RetryableFailure) else None
+            return policy.wait_seconds(state.attempt_number, retry_after)
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "ctct_retry",
+                kind=kind,
+                method=method,
+                path=path,
+                attempt=state.attempt_number,
+                max_attempts=policy.max_attempts,
+                wait_seconds=round(state.upcoming_sleep, 3),
+                reason=getattr(exc, "reason", type(exc).__name__),
+                status=getattr(exc, "status", None),
+                error_key=getattr(exc, "error_key", None),
+            )
+
+        retrying = tenacity.Retrying(
+            stop=(
+                tenacity.stop_after_attempt(max(1, policy.max_attempts))
+                | tenacity.stop_after_delay(policy.max_total_seconds)
+            ),
+            wait=wait,
+            retry=tenacity.retry_if_exception_type(RetryableFailure),
+            sleep=policy.sleep,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            return retrying(guarded)
+        except RetryableFailure as exc:
+            raise TransientError(
+                f"Constant Contact did not answer {method} {path} well after retries "
+                f"(last: {exc.reason}); the next run tries again"
+            ) from exc
+
+    def call(
+        self,
+        kind: str,
+        method: str,
+        url: str,
+        *,
+        tokens: TokenSource | None,
+        idempotent: bool,
+        params: Mapping[str, str | int] | None = None,
+        data: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        retry_conflict: bool = False,
+    ) -> requests.Response:
+        """One API request with auth, retries and error mapping; returns a 2xx response.
+
+        Raises:
+            OutcomeUnknown: a non-idempotent request may or may not have taken effect.
+            ReauthRequired: CC refused the token again right after a refresh.
+            QuotaExceeded, TransientError, RequestRefused: see the module docstring.
+        """
+        refreshed = False
+
+        def attempt() -> requests.Response:
+            nonlocal refreshed
+            sent_headers = dict(headers or {})
+            token = tokens.access_token() if tokens is not None else None
+            if token is not None:
+                sent_headers["Authorization"] = f"Bearer {token}"
+            response = self._send_once(kind, method, url, params, data, sent_headers, idempotent)
+            if response.status_code == 401 and tokens is not None and token is not None:
+                if refreshed:
+                    raise self._reauth(method, url)
+                refreshed = True
+                log.info("ctct_token_rejected", kind=kind, method=method, path=request_path(url))
+                sent_headers["Authorization"] = f"Bearer {tokens.refresh(token)}"
+                response = self._send_once(
+                    kind, method, url, params, data, sent_headers, idempotent
+                )
+                if response.status_code == 401:
+                    raise self._reauth(method, url)
+            check_response(
+                response, idempotent=idempotent, retry_conflict=retry_conflict, now=self._clock()
+            )
+            return response
+
+        return self.run(attempt, kind=kind, method=method, url=url)
+
+    def _send_once(
+        self,
+        kind: str,
+        method: str,
+        url: str,
+        params: Mapping[str, str | int] | None,
+        data: bytes | None,
+        headers: dict[str, str],
+        idempotent: bool,
+    ) -> requests.Response:
+        try:
+            return self.send(kind, method, url, params=params, data=data, headers=headers)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            # The exception text can hold the URL with its query (an email): name the type only.
+            reason = type(exc).__name__
+            if idempotent or _never_sent(exc):
+                raise RetryableFailure(reason) from None
+            raise OutcomeUnknown(reason) from None
+
+    @staticmethod
+    def _reauth(method: str, url: str) -> ReauthRequired:
+        return ReauthRequired(
+            f"Constant Contact refused a freshly refreshed access token for {method} "
+            f"{request_path(url)} (HTTP 401). The authorization may have been revoked or the app "
+            "deactivated: run `flipsync auth login`."
+        )
