@@ -6,9 +6,10 @@ order they are applied:
 1. An unsubscribed contact is never sent to any endpoint (the sign-up form
    would resubscribe them; an import would silently drop them).
 2. A contact deleted in Constant Contact is not restored, unless the person
-   signed up for the mailing list again (setups 1 and 3): a new sign-up is new
-   consent, and the sign-up form restores the contact. Deletion is the
-   organization's deliberate act; a donation alone does not undo it.
+   signed up for the mailing list again in setup mailing_list_contacts: a new
+   sign-up is new consent, and the sign-up form restores the contact. Deletion is
+   the organization's deliberate act; a donation alone does not undo it, and the
+   "all contacts" setups keep existing contacts (deleted ones included) as they are.
 3. A contact flipsync itself created from one of the person's transactions
    counts as new (a Mailing List activity may arrive after the donation).
 4. Permission only moves towards explicit, only through the sign-up form, and
@@ -143,7 +144,7 @@ def decide(
         return _skip(person, "unsubscribed", "unsubscribed in Constant Contact: never updated")
 
     if known is not None and known.deleted:
-        if person.signed_up and setup != "all_contacts_uniform":
+        if person.signed_up and setup == "mailing_list_contacts":
             lists, note = _with_rule_lists(person, policy, policy.lists.existing)
             return Decision(
                 person=person,
@@ -157,9 +158,9 @@ def decide(
                 + note,
             )
         why = (
-            "setup all_contacts_uniform does not restore deleted contacts"
-            if setup == "all_contacts_uniform"
-            else "not restored without a new mailing-list sign-up"
+            "not restored without a new mailing-list sign-up"
+            if setup == "mailing_list_contacts"
+            else f"setup {setup} keeps existing contacts as they are and does not restore them"
         )
         return _skip(person, DELETED, f"deleted in Constant Contact: {why}")
 

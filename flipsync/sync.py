@@ -751,7 +751,7 @@ def _activity_result(status: ActivityStatus) -> dict[str, Any]:
 
 
 def _import_row_errors(ops: Mapping[str, JournalOp], report: RunReport) -> dict[str, str]:
-    """Match import activity errors to people (by email in the message, else by line number).
+    """Match import activity errors to people (by email in the message, else by its line).
 
     Constant Contact reports import errors only as free text. Unmatched errors and
     counts become run warnings so nothing disappears silently.
@@ -767,9 +767,11 @@ def _import_row_errors(ops: Mapping[str, JournalOp], report: RunReport) -> dict[
             text = str(message)
             hit = next((e for e in emails if e and e in text.lower()), None)
             if hit is None:
+                # Constant Contact counts a header row (items_total_count is rows + 1), so the
+                # first contact of the import is line 2.
                 line = _LINE_RE.search(text)
-                if line and 1 <= int(line.group(1)) <= len(emails):
-                    hit = emails[int(line.group(1)) - 1]
+                if line and 2 <= int(line.group(1)) <= len(emails) + 1:
+                    hit = emails[int(line.group(1)) - 2]
             if hit:
                 matched[hit] = text
             else:

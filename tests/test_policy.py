@@ -98,8 +98,6 @@ def expected(setup: str, state: str, signed: bool, status: str) -> tuple[Any, ..
             return (Action.CREATE, Endpoint.SIGN_UP_FORM, "explicit", ("Subscribers",), NEW_FIELDS)
         return (Action.CREATE, ENDPOINT_FOR[status], status, ("NonSubscribers",), NEW_FIELDS)
     if state == "deleted":
-        if signed:
-            return (Action.UPDATE, Endpoint.SIGN_UP_FORM, "explicit", ("Existing",), NAMES)
         return skip(state)
     return existing_keep
 
