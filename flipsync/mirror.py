@@ -166,7 +166,7 @@ class Knowledge:
         if complete:
             meta[MIRROR_COMPLETE] = "1"
             meta[ACCOUNT_SIZE] = str(len(entries))
-        self.state.save_mirror(entries, meta)
+        self.state.save_mirror(entries, meta, replace_all=complete)
         self._refreshed = True
         log.info("mirror_read", pages=pages, contacts=len(entries), full=complete)
         return pages

@@ -314,6 +314,37 @@ class StateDB:
                     duplicates += 1
         return AddResult(added=added, duplicates=duplicates)
 
+    def add_payload_groups(
+        self,
+        groups: Sequence[tuple[str, Sequence[tuple[str, dict[str, Any]]]]],
+        *,
+        received_at: datetime | None = None,
+    ) -> list[AddResult]:
+        """Store several (source, [(record_key, payload)]) groups in ONE transaction.
+
+        The webhook receiver's group commit: many requests share one commit (one
+        fsync), and each group still learns what happened to its own payloads. A
+        key repeated across groups is stored once; the later group counts it as a
+        duplicate. Keys must be given (see `record_key_for`).
+        """
+        stamp = iso(received_at or utcnow())
+        results: list[AddResult] = []
+        with self.transaction() as conn:
+            for source, payloads in groups:
+                added = duplicates = 0
+                for key, payload in payloads:
+                    cur = conn.execute(
+                        "INSERT INTO inbox(record_key, source, received_at, payload) "
+                        "VALUES(?,?,?,?) ON CONFLICT(record_key) DO NOTHING",
+                        (key, source, stamp, _dumps(payload)),
+                    )
+                    if cur.rowcount:
+                        added += 1
+                    else:
+                        duplicates += 1
+                results.append(AddResult(added=added, duplicates=duplicates))
+        return results
+
     def add_intake_rejects(self, rejects: Iterable[tuple[str, str, str]]) -> None:
         """Remember inputs that could not be stored at all: (source, location, reason)."""
         stamp = iso(utcnow())
@@ -609,10 +640,19 @@ class StateDB:
         )
 
     def save_mirror(
-        self, entries: Iterable[MirrorEntry], meta: Mapping[str, str] | None = None
+        self,
+        entries: Iterable[MirrorEntry],
+        meta: Mapping[str, str] | None = None,
+        *,
+        replace_all: bool = False,
     ) -> None:
-        """Upsert mirror rows (and meta such as the watermark) in one transaction."""
+        """Upsert mirror rows (and meta such as the watermark) in one transaction.
+
+        `replace_all` drops every row first: a full read of the account is the truth.
+        """
         with self.transaction() as conn:
+            if replace_all:
+                conn.execute("DELETE FROM mirror")
             self._upsert_mirror(conn, entries)
             for key, value in (meta or {}).items():
                 self.set_meta(key, value, conn)

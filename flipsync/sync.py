@@ -318,7 +318,7 @@ class Syncer:
         outcomes: list[dict[str, Any]] = []
         records: list[FlipcauseRecord] = []
         for row in rows:
-            parsed = parse_record(row.seq, row.record_key, row.payload, self.settings.flipcause)
+            parsed = _parse_safely(row, self.settings)
             if isinstance(parsed, Unusable):
                 outcomes.append(_unusable_outcome(parsed, row))
                 continue
@@ -642,6 +642,20 @@ class Syncer:
 
 
 # -- outcome rows ---------------------------------------------------------------------------
+
+
+def _parse_safely(row: InboxRow, settings: Settings) -> FlipcauseRecord | Unusable:
+    """parse_record, with a last line of defence: one bad record never stops the run."""
+    try:
+        return parse_record(row.seq, row.record_key, row.payload, settings.flipcause)
+    except Exception as exc:  # noqa: BLE001 - any failure here is about this record only
+        log.warning("record_unreadable", seq=row.seq, error=type(exc).__name__)
+        return Unusable(
+            row.seq,
+            row.record_key,
+            rejected=True,
+            reason=f"could not be read ({type(exc).__name__})",
+        )
 
 
 def record_date(row: InboxRow, date_field: str) -> date | None:
