@@ -51,7 +51,15 @@ def render_text(report: RunReport) -> str:
     total = sum(report.requests.values())
     by_kind = ", ".join(f"{k} {v}" for k, v in sorted(report.requests.items()))
     lines.append(f"  requests to Constant Contact: {total}" + (f" ({by_kind})" if by_kind else ""))
-    if not report.dry_run:
+    if report.dry_run:
+        writes = report.planned_writes
+        imports = writes.get("json_import", 0)
+        singles = sum(writes.values()) - imports
+        lines.append(
+            f"  a live run would send {imports} import(s) (plus about {imports} status "
+            f"poll(s)) and {singles} single-contact request(s)"
+        )
+    else:
         lines.append(f"  checkpoint: {report.checkpoint_before} -> {report.checkpoint_after}")
     for activity in report.activities:
         lines.append(

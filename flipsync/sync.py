@@ -70,6 +70,7 @@ class RunReport:
     warnings: list[str] = field(default_factory=list)
     requests: Counter[str] = field(default_factory=Counter)
     message: str | None = None
+    planned_writes: Counter[str] = field(default_factory=Counter)
 
     def counts(self) -> dict[str, int]:
         """Outcomes per action."""
@@ -102,6 +103,7 @@ class RunReport:
             },
             "activities": self.activities,
             "warnings": self.warnings,
+            "planned_writes": dict(self.planned_writes) if self.dry_run else None,
             "outcomes" if with_outcomes else "not_synced": listed,
         }
 
@@ -368,6 +370,8 @@ class Syncer:
                         overlay[decision.person.email_key] = Known(permission=decision.status_after)
         if dry_run:
             report.outcomes.extend(outcomes)
+            for op in plan.ops if plan else ():
+                report.planned_writes[op.kind] += 1
             return True
         journal = Journal(
             batch_id=f"{self.run_id}:{rows[0].seq}-{rows[-1].seq}",

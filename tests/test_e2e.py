@@ -110,6 +110,7 @@ def test_dry_run_leaves_sandbox_and_checkpoint_untouched(org: Org) -> None:
     with org.state() as state:
         assert state.checkpoint == 0
         assert state.recent_runs() == []
+    assert dict(report.planned_writes) == {"json_import": 1}  # the forecast of a live run
     planned = {o["email"]: (o["action"], o["endpoint"]) for o in report.outcomes if o["email"]}
     assert planned["new@example.org"] == ("create", "json_import")
     # the live run that follows does what the dry run showed
