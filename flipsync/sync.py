@@ -46,6 +46,9 @@ MAX_ATTEMPTS = 5
 DEFERRED = "deferred"
 # Poll schedule for import activities, in seconds: quick first looks, then every 10 s.
 POLL_DELAYS = (1.0, 1.0, 2.0, 3.0, 5.0, 8.0, 10.0)
+# An import still processing after this long is given up on and its people retried: a stuck
+# activity must not hold the checkpoint (and every later Flipcause record) for ever.
+STUCK_AFTER = timedelta(hours=6)
 _LINE_RE = re.compile(r"\bline\s+(\d+)\b", re.IGNORECASE)
 
 
@@ -168,6 +171,8 @@ class Syncer:
         self.report = report
         if not dry_run:
             self.state.start_run(self.run_id, "live", self.clock())
+        # Records this run sends to the retry queue wait for the next run, not this one.
+        retries = self.state.retry_seqs()
         try:
             if not dry_run:
                 for journal in self.state.open_journals("live"):
@@ -175,7 +180,7 @@ class Syncer:
                         report.status = "waiting"
                         report.message = "an import is still processing in Constant Contact; the next run finishes it"
                         return report
-            self._process_inbox(report, dry_run=dry_run, max_batches=max_batches)
+            self._process_inbox(report, retries, dry_run=dry_run, max_batches=max_batches)
             if report.records_read == 0 and not report.outcomes and report.status == "ok":
                 report.status = "idle"
             return report
@@ -190,9 +195,15 @@ class Syncer:
             if not dry_run:
                 self.state.finish_run(self.run_id, report.status, report.as_dict())
 
-    def _process_inbox(self, report: RunReport, *, dry_run: bool, max_batches: int | None) -> None:
+    def _process_inbox(
+        self,
+        report: RunReport,
+        retries: dict[int, int],
+        *,
+        dry_run: bool,
+        max_batches: int | None,
+    ) -> None:
         batch_size = self.settings.run.batch_size
-        retries = self.state.retry_seqs()
         after = self.state.checkpoint
         overlay: dict[str, Known] = {}
         batches = 0
@@ -540,19 +551,32 @@ class Syncer:
 
     def _wait(self, pending: list[JournalOp], report: RunReport) -> dict[str, JournalOp]:
         """Poll import activities until they finish or the configured wait is over."""
-        deadline = time.monotonic() + self.settings.constant_contact.activity_wait_seconds
+        budget = self.settings.constant_contact.activity_wait_seconds
+        waited = 0.0
         out: dict[str, JournalOp] = {}
         waiting = list(pending)
         delays = iter(POLL_DELAYS)
         while waiting:
+            # The schedule, not the wall clock, bounds the polls: a fixed, small number of
+            # requests per wait whatever the machine's speed.
             delay = next(delays, POLL_DELAYS[-1])
-            if time.monotonic() + delay > deadline:
+            if waited + delay > budget:
                 break
+            waited += delay
             self.sleep(delay)
             still = []
             for op in waiting:
                 assert op.activity_id is not None
-                status = self.api.get_activity(op.activity_id)
+                try:
+                    status = self.api.get_activity(op.activity_id)
+                except RequestRefused as exc:
+                    if exc.status != 404:
+                        raise
+                    # Constant Contact keeps activities 10 days; re-importing is a harmless upsert.
+                    out[op.op_id] = self._give_up(
+                        op, "the import activity is no longer known to Constant Contact"
+                    )
+                    continue
                 if status.finished:
                     result = _activity_result(status)
                     new_state = "done" if status.state == "completed" else "failed"
@@ -565,9 +589,25 @@ class Syncer:
                 else:
                     still.append(op)
             waiting = still
+        now = self.clock()
         for op in waiting:
-            report.activities.append({"activity_id": op.activity_id, "state": "processing"})
+            posted = datetime.fromisoformat(op.posted_at) if op.posted_at else now
+            if now - posted > STUCK_AFTER:
+                hours = int(STUCK_AFTER.total_seconds() // 3600)
+                out[op.op_id] = self._give_up(op, f"the import did not finish within {hours} hours")
+            else:
+                report.activities.append({"activity_id": op.activity_id, "state": "processing"})
         return out
+
+    def _give_up(self, op: JournalOp, why: str) -> JournalOp:
+        """Stop waiting for an activity: its people go to the retry queue, so nothing is lost."""
+        log.warning("import_abandoned", activity_id=op.activity_id, reason=why)
+        result = {
+            "error": f"{why} (activity {op.activity_id}); tried again next run",
+            "retry": True,
+        }
+        self.state.update_op(op.op_id, state="failed", result=result)
+        return _op(op, state="failed", result=result)
 
     def _commit(self, journal: Journal, ops: Mapping[str, JournalOp], report: RunReport) -> None:
         """Final outcomes from the op results, then one transaction for everything."""

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +49,12 @@ class Org:
                 state, text, name="test", source="file:test", id_field="webhook_record_id"
             )
 
-    def run(self, *, dry_run: bool = False) -> RunReport:
+    def run(self, *, dry_run: bool = False, clock: Callable[[], datetime] = utcnow) -> RunReport:
         settings = self.settings()
         with self.state() as state:
-            syncer = Syncer(settings, state, build_client(settings), sleep=lambda _: None)
+            syncer = Syncer(
+                settings, state, build_client(settings), sleep=lambda _: None, clock=clock
+            )
             return syncer.run(dry_run=dry_run)
 
     def cli(self, *args: str, input: str | None = None) -> Result:

@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flipsync.errors import ExitCode
@@ -221,3 +223,41 @@ def test_crash_after_import_accepted_ends_in_the_same_state(org: Org) -> None:
     with org.state() as state:
         assert state.checkpoint == 5 and state.open_journals() == []
         assert all(state.outcomes_for(p["PD_email"]) for p in payloads)
+
+
+def test_stuck_or_forgotten_import_is_retried_not_waited_on_for_ever(org: Org) -> None:
+    """An import still processing after hours, or unknown to CC, sends its people to the retry queue."""
+    org.write_config(constant_contact={"activity_wait_seconds": 0.001})
+    org.ingest([payload("stuck@example.org")])
+    org.sandbox.hold_activities(True)
+    assert org.run().status == "waiting"
+    later = org.run(clock=lambda: datetime.now(UTC) + timedelta(hours=7))
+    (outcome,) = later.outcomes
+    assert outcome["action"] == "deferred" and "did not finish within 6 hours" in outcome["reason"]
+    with org.state() as state:
+        assert state.checkpoint == 1 and state.open_journals() == []
+        assert list(state.retry_seqs()) == [1]
+    org.sandbox.hold_activities(False)
+    org.write_config(constant_contact={"activity_wait_seconds": 30})
+    retried = org.run()
+    # the stuck import completed meanwhile, so the retry finds the contact (an upsert either way)
+    assert retried.records_retried == 1
+    assert retried.counts()["create"] + retried.counts()["update"] == 1
+    assert [c["email_address"]["address"] for c in org.sandbox.contacts()] == ["stuck@example.org"]
+    with org.state() as state:
+        assert state.retry_seqs() == {}
+
+
+def test_activity_unknown_to_constant_contact_is_retried(org: Org) -> None:
+    """A 404 for a recorded activity (CC forgets them after 10 days) is not a crash."""
+    org.write_config(constant_contact={"activity_wait_seconds": 0.001})
+    org.ingest([payload("lost@example.org")])
+    org.sandbox.hold_activities(True)
+    org.run()
+    with org.state() as state:
+        (journal,) = state.open_journals()
+        state.update_op(journal.ops[0].op_id, state="posted", activity_id=str(uuid.uuid4()))
+    org.write_config(constant_contact={"activity_wait_seconds": 30})
+    report = org.run()
+    (outcome,) = report.outcomes
+    assert outcome["action"] == "deferred" and "no longer known" in outcome["reason"]
