@@ -248,23 +248,46 @@ def _print_report(report: Any, *, as_json: bool, output: Path | None) -> None:
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--json", "as_json", is_flag=True, help="Print the ingest report as JSON.")
+@click.option(
+    "--format",
+    "input_format",
+    type=click.Choice(["auto", "json", "flipcause-csv"]),
+    default="auto",
+    show_default=True,
+    help="json: NDJSON or JSON payloads; flipcause-csv: a Flipcause contact or transaction "
+    "export; auto: flipcause-csv for *.csv files, else json.",
+)
 @pass_ctx
 @handle_errors
-def ingest(ctx: Context, files: tuple[str, ...], as_json: bool) -> None:
-    """Store saved Flipcause payloads (NDJSON, a JSON object or array; - for stdin) in the inbox."""
+def ingest(ctx: Context, files: tuple[str, ...], as_json: bool, input_format: str) -> None:
+    """Store saved Flipcause payloads or CSV exports (- for stdin) in the inbox."""
+    from flipsync.csv_intake import CSV_FORMAT, ingest_csv_text
+
     settings = ctx.settings
     total = IngestReport()
     with open_state(settings) as state:
         for name in files:
             text = _read_input(name)
             label = "stdin" if name == "-" else name
-            report = ingest_text(
-                state,
-                text,
-                name=label,
-                source=f"file:{Path(label).name}",
-                id_field=settings.flipcause.fields.webhook_record_id,
+            as_csv = input_format == CSV_FORMAT or (
+                input_format == "auto" and name.lower().endswith(".csv")
             )
+            if as_csv:
+                report = ingest_csv_text(
+                    state,
+                    text,
+                    name=label,
+                    source=f"csv:{Path(label).name}",
+                    settings=settings.flipcause,
+                )
+            else:
+                report = ingest_text(
+                    state,
+                    text,
+                    name=label,
+                    source=f"file:{Path(label).name}",
+                    id_field=settings.flipcause.fields.webhook_record_id,
+                )
             total.added += report.added
             total.duplicates += report.duplicates
             total.rejected.extend(report.rejected)
@@ -290,6 +313,39 @@ def _read_input(name: str) -> str:
         raise InputError(f"{name}: not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
         raise InputError(f"{name}: cannot read ({exc.strerror})") from None
+
+
+# -- serve ----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--host", help="Address to bind (default: intake.host, 127.0.0.1).")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), help="Port (default: intake.port; 0 picks one)."
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 256),
+    default=16,
+    show_default=True,
+    help="Request threads (requests wait for their commit; more threads, bigger group commits).",
+)
+@pass_ctx
+@handle_errors
+def serve(ctx: Context, host: str | None, port: int | None, threads: int) -> None:
+    """Receive Flipcause webhooks into the inbox (behind a TLS proxy; stops cleanly on SIGTERM)."""
+    from flipsync.receiver import read_webhook_secret, serve_forever
+
+    settings = ctx.settings
+    secret = read_webhook_secret(settings)
+    serve_forever(
+        settings,
+        secret,
+        host=host or settings.intake.host,
+        port=settings.intake.port if port is None else port,
+        threads=threads,
+        announce=click.echo,
+    )
 
 
 # -- explain and status ---------------------------------------------------------------------

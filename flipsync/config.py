@@ -85,6 +85,30 @@ DEFAULT_ACTIVITY_TYPES: dict[str, tuple[str, ...]] = {
 }
 
 
+# FieldMap name -> the Flipcause CSV export column(s) that hold it, for
+# `flipsync ingest --format flipcause-csv`. The defaults are the contact and transaction
+# export headers in the reference notes (third-party sources; exports may have changed).
+# Where several columns are listed, the first one present and non-empty in a row wins.
+DEFAULT_CSV_COLUMNS: dict[str, tuple[str, ...]] = {
+    "transaction_id": ("Transaction ID",),
+    "transaction_date": ("Transaction Date",),
+    "activity_type": ("Transaction Type",),
+    "campaign_id": ("Campaign ID",),
+    "campaign_title": ("Campaign Title",),
+    "first_name": ("First Name",),
+    "last_name": ("Last Name",),
+    "business_name": ("Business/Organization Name",),
+    "email": ("Email",),
+    "phone": ("Phone", "Primary Mobile Number", "Primary Home Number"),
+    "street": ("Address",),
+    "city": ("City",),
+    "state": ("State/Province", "State"),
+    "postal_code": ("Postal Code",),
+    "country": ("Country",),
+    "amount": ("Amount",),
+}
+
+
 @dataclass(frozen=True)
 class FlipcauseSettings:
     """How Flipcause payloads and CSV exports are read."""
@@ -95,6 +119,10 @@ class FlipcauseSettings:
     )
     # Flipcause field name -> Constant Contact custom field name (must exist in the account).
     custom_fields: Mapping[str, str] = field(default_factory=dict)
+    # FieldMap name -> CSV export column names (see DEFAULT_CSV_COLUMNS).
+    csv_columns: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: dict(DEFAULT_CSV_COLUMNS)
+    )
 
 
 @dataclass(frozen=True)
@@ -111,6 +139,11 @@ class ConstantContactSettings:
     confirmed_opt_in: bool = False
     activity_wait_seconds: float = 120.0
     max_contacts_per_import: int = 5000
+    # Requests per UTC day for the application key (all organizations on this machine),
+    # and for this organization alone; counted in budget_file, shared across processes.
+    daily_request_budget: int | None = 10_000
+    organization_daily_request_budget: int | None = None
+    budget_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -439,6 +472,22 @@ def _parse_ctct(r: _Reader, raw: Any, base_dir: Path) -> ConstantContactSettings
             5000,
             "a whole number from 1 to 40000",
         ),
+        daily_request_budget=r.get(
+            d, p, "daily_request_budget", _positive_int, 10_000, "a whole number of requests"
+        ),
+        organization_daily_request_budget=r.get(
+            d,
+            p,
+            "organization_daily_request_budget",
+            _positive_int,
+            None,
+            "a whole number of requests",
+        ),
+        budget_file=(
+            _resolve(base_dir, bf)
+            if (bf := r.get(d, p, "budget_file", _str, None, "a file path"))
+            else None
+        ),
     )
 
 
@@ -454,7 +503,7 @@ def _bounded_int(low: int, high: int) -> Callable[[Any], int]:
 
 def _parse_flipcause(r: _Reader, raw: Any) -> FlipcauseSettings:
     p = "flipcause"
-    d = r.section(raw, p, ("fields", "activity_types", "custom_fields"))
+    d = r.section(raw, p, ("fields", "activity_types", "custom_fields", "csv_columns"))
     field_names = tuple(f.name for f in fields(FieldMap))
     fd = r.section(d.get("fields"), _join(p, "fields"), field_names)
     fmap = FieldMap(
@@ -497,7 +546,35 @@ def _parse_flipcause(r: _Reader, raw: Any) -> FlipcauseSettings:
                     _join(p, "custom_fields"),
                     "at most 25 custom fields per contact in Constant Contact; map fewer",
                 )
-    return FlipcauseSettings(fields=fmap, activity_types=activity_types, custom_fields=custom)
+    return FlipcauseSettings(
+        fields=fmap,
+        activity_types=activity_types,
+        custom_fields=custom,
+        csv_columns=_parse_csv_columns(r, d.get("csv_columns"), _join(p, "csv_columns")),
+    )
+
+
+def _parse_csv_columns(r: _Reader, raw: Any, path: str) -> dict[str, tuple[str, ...]]:
+    """FieldMap name -> CSV column names; given keys replace the default, [] maps none."""
+    field_names = tuple(f.name for f in fields(FieldMap))
+    d = r.section(raw, path, field_names)
+    columns = dict(DEFAULT_CSV_COLUMNS)
+    for name in d:
+        if name in field_names:
+            columns[name] = r.get(
+                d, path, name, _str_tuple, columns.get(name, ()), "a column name or a list of them"
+            )
+    owner: dict[str, str] = {}
+    for name, names in columns.items():
+        for column in names:
+            key = " ".join(column.split()).casefold()
+            if key in owner and owner[key] != name:
+                r.problem(
+                    _join(path, name),
+                    f"column {column!r} is already mapped to `{owner[key]}`; a column feeds one field",
+                )
+            owner.setdefault(key, name)
+    return {name: names for name, names in columns.items() if names}
 
 
 CONDITION_KEYS = (

@@ -9,9 +9,10 @@ and every other line still goes in.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from flipsync.state import StateDB, record_key_for
 
@@ -43,7 +44,11 @@ class IngestReport:
         }
 
 
-def _loads(text: str) -> Any:
+# Code points JSON can carry as escapes ("\\ud800") but UTF-8 (and so SQLite text) cannot.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def loads_json(text: str) -> Any:
     """json.loads that turns pathological nesting into a ValueError instead of a crash."""
     try:
         return json.loads(text)
@@ -51,13 +56,31 @@ def _loads(text: str) -> Any:
         raise ValueError("JSON nested too deeply") from None
 
 
-def _check_item(item: Any, location: str) -> dict[str, Any] | BadItem:
+def check_item(item: Any, location: str) -> dict[str, Any] | BadItem:
+    """The payload if `item` is a JSON object of sane size, else a BadItem saying why.
+
+    This is all intake judges. A lone surrogate (a valid JSON escape that is not
+    valid Unicode, so it cannot be stored as UTF-8 text) becomes U+FFFD instead of
+    costing the whole record.
+    """
     if not isinstance(item, dict):
         return BadItem(location, f"expected a JSON object, got {type(item).__name__}")
-    size = len(json.dumps(item, ensure_ascii=False).encode("utf-8"))
+    try:
+        text = json.dumps(item, ensure_ascii=False)
+    except RecursionError:
+        return BadItem(location, "JSON nested too deeply")
+    except (TypeError, ValueError) as exc:
+        return BadItem(location, f"not storable as JSON ({type(exc).__name__})")
+    if _LONE_SURROGATE.search(text):
+        text = _LONE_SURROGATE.sub("\ufffd", text)
+        try:
+            item = loads_json(text)
+        except ValueError as exc:
+            return BadItem(location, f"not storable as JSON ({_short(exc)})")
+    size = len(text.encode("utf-8"))
     if size > MAX_PAYLOAD_BYTES:
         return BadItem(location, f"payload is {size} bytes; the limit is {MAX_PAYLOAD_BYTES}")
-    return item
+    return cast(dict[str, Any], item)
 
 
 def parse_payload_text(text: str, name: str) -> Iterator[dict[str, Any] | BadItem]:
@@ -73,27 +96,27 @@ def parse_payload_text(text: str, name: str) -> Iterator[dict[str, Any] | BadIte
     parsed_whole = False
     if stripped[0] in "[{":
         try:
-            whole = _loads(stripped)
+            whole = loads_json(stripped)
             parsed_whole = True
         except ValueError:
             parsed_whole = False
     if parsed_whole:
         if isinstance(whole, list):
             for index, item in enumerate(whole):
-                yield _check_item(item, f"{name}: item {index + 1}")
+                yield check_item(item, f"{name}: item {index + 1}")
         else:
-            yield _check_item(whole, f"{name}")
+            yield check_item(whole, f"{name}")
         return
     for number, line in enumerate(text.lstrip("\ufeff").splitlines(), start=1):
         if not line.strip():
             continue
         location = f"{name}: line {number}"
         try:
-            item = _loads(line)
+            item = loads_json(line)
         except ValueError as exc:
             yield BadItem(location, f"not valid JSON ({_short(exc)})")
             continue
-        yield _check_item(item, location)
+        yield check_item(item, location)
 
 
 def _short(exc: Exception) -> str:
