@@ -26,7 +26,9 @@ from flipsync.report import render_history, render_table, render_text, write_out
 from flipsync.state import StateDB, utcnow
 
 if TYPE_CHECKING:  # the HTTP stack is imported only by commands that talk to Constant Contact
+    from flipsync.ctct.budget import KeyBudget
     from flipsync.ctct.client import ConstantContactClient
+    from flipsync.ctct.http import RetryPolicy
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -111,8 +113,12 @@ def cli(ctx: click.Context, config_path: str | None, log_level: str, log_format:
     ctx.obj = Context(config_path)
 
 
-def build_client(settings: Settings) -> ConstantContactClient:
-    """The Constant Contact client for one organization (no request is sent here)."""
+def build_client(settings: Settings, *, retry: RetryPolicy | None = None) -> ConstantContactClient:
+    """The Constant Contact client for one organization (no request is sent here).
+
+    ``retry`` replaces the default retry policy of API and token requests (tests pass
+    ``RetryPolicy.no_wait()`` to run fault scenarios end to end without sleeping).
+    """
     from flipsync.ctct.auth import TokenManager
     from flipsync.ctct.client import ConstantContactClient
     from flipsync.ctct.http import make_session
@@ -130,7 +136,25 @@ def build_client(settings: Settings) -> ConstantContactClient:
     )
     session = make_session(client_settings.user_agent)
     return ConstantContactClient(
-        client_settings, TokenManager(client_settings, session), session=session
+        client_settings,
+        TokenManager(client_settings, session, retry=retry),
+        session=session,
+        retry=retry,
+        limiter=key_budget(settings),
+    )
+
+
+def key_budget(settings: Settings) -> KeyBudget:
+    """The machine-wide request budget of this organization's application key."""
+    from flipsync.ctct.budget import KeyBudget, default_budget_file
+
+    cc = settings.constant_contact
+    return KeyBudget(
+        cc.budget_file or default_budget_file(cc.client_id),
+        organization=settings.organization,
+        rate_per_second=cc.requests_per_second,
+        daily_limit=cc.daily_request_budget,
+        organization_daily_limit=cc.organization_daily_request_budget,
     )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from click.testing import CliRunner, Result
 
 from flipsync.cli import build_client, cli
@@ -22,6 +23,13 @@ from flipsync.sync import RunReport, Syncer
 from tests.helpers import config_dict, write_config
 
 pytest_plugins = ["tests.sandbox_fixture"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_structlog() -> Iterator[None]:
+    """CLI tests configure logging for the process; every test starts from the defaults."""
+    yield
+    structlog.reset_defaults()
 
 
 @dataclass

@@ -22,6 +22,7 @@ BASE_CONFIG: dict[str, Any] = {
         "client_id": "flipsync-sandbox",
         "token_file": "tokens.json",
         "requests_per_second": 1000,
+        "budget_file": "key-budget.json",
         "activity_wait_seconds": 30,
     },
     "policy": {

@@ -47,8 +47,8 @@ import structlog
 from flipsync.ctct.auth import TokenManager
 from flipsync.ctct.http import (
     HttpClient,
+    Limiter,
     OutcomeUnknown,
-    RateLimiter,
     RetryPolicy,
     process_limiter,
     utc_now,
@@ -87,7 +87,7 @@ class ConstantContactClient:
         tokens: TokenManager,
         *,
         session: requests.Session | None = None,
-        limiter: RateLimiter | None = None,
+        limiter: Limiter | None = None,
         retry: RetryPolicy | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:

@@ -79,6 +79,14 @@ def make_session(user_agent: str) -> requests.Session:
     return session
 
 
+class Limiter(Protocol):
+    """Anything that makes a request wait for its slot (this process's or the machine's)."""
+
+    def acquire(self) -> float:
+        """Wait until a request may start; returns the seconds waited."""
+        ...
+
+
 class RateLimiter:
     """Spaces request starts (1 + slack)/rate seconds apart; thread-safe.
 
@@ -334,7 +342,7 @@ class HttpClient:
         session: requests.Session,
         *,
         timeout: float,
-        limiter: RateLimiter | None = None,
+        limiter: Limiter | None = None,
         retry: RetryPolicy | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
