@@ -437,6 +437,7 @@ def status(ctx: Context, as_json: bool) -> None:
             ],
             "mirror_contacts": state.mirror_count(),
             "mirror_complete": state.get_meta("mirror_complete") == "1",
+            "requests_today": _usage(settings),
             "recent_runs": [
                 {k: r[k] for k in ("run_id", "kind", "started_at", "status")}
                 for r in state.recent_runs(5)
@@ -447,6 +448,18 @@ def status(ctx: Context, as_json: bool) -> None:
         return
     for key, value in info.items():
         click.echo(f"{key}: {value}")
+
+
+def _usage(settings: Settings) -> dict[str, Any]:
+    usage = key_budget(settings).usage()
+    cc = settings.constant_contact
+    return {
+        "day_utc": usage.day,
+        "application_key": usage.key_total,
+        "application_key_budget": cc.daily_request_budget,
+        "organization": usage.organization,
+        "organization_budget": cc.organization_daily_request_budget,
+    }
 
 
 # -- check ----------------------------------------------------------------------------------

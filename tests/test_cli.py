@@ -113,6 +113,9 @@ def test_status_and_ingest_from_stdin(org: Org) -> None:
     status = json.loads(org.cli("status", "--json").output)
     assert (status["checkpoint"], status["inbox_waiting"]) == (3, 0)
     assert status["recent_runs"][0]["status"] == "ok"
+    assert (
+        status["requests_today"]["organization"] == status["requests_today"]["application_key"] > 0
+    )
 
 
 def test_run_json_report_lists_every_unsynced_record(org: Org) -> None:
