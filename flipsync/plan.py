@@ -13,16 +13,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from flipsync.ctct.limits import check_fields, split_import
+from flipsync.ctct.limits import (
+    CUSTOM_FIELD_VALUE_MAX,
+    NAME_LIMITS,
+    PHONE_LIMITS,
+    STREET_ADDRESS_LIMITS,
+    check_fields,
+    split_import,
+    truncate,
+)
 from flipsync.people import Person
 from flipsync.policy import Action, Decision, Endpoint
 
-NAME_MAX = 50
-STREET_MAX = 255
-ADDRESS_PART_MAX = 50
-CUSTOM_VALUE_MAX = 255
 MAX_LISTS = 50
-PHONE_MAX = {Endpoint.JSON_IMPORT: 50, Endpoint.SIGN_UP_FORM: 25, Endpoint.CREATE_CONTACT: 25}
 
 
 @dataclass(frozen=True)
@@ -62,18 +65,23 @@ class Fitted:
 
 
 def fit_values(person: Person, fields: tuple[str, ...], endpoint: Endpoint) -> Fitted:
-    """The values a decision writes, within Constant Contact's limits for this endpoint."""
+    """The values a decision writes, within Constant Contact's limits for this endpoint.
+
+    Names are display text, so a long one is cut (noted). A phone or address that does
+    not fit would be wrong if cut, so it is left out (noted) and the person still synced.
+    """
     values: dict[str, Any] = {}
     notes: list[str] = []
     for name in ("first_name", "last_name", "company_name"):
         value = getattr(person, name)
         if name in fields and value:
-            if len(value) > NAME_MAX:
-                notes.append(f"{name} truncated to {NAME_MAX} characters")
-                value = value[:NAME_MAX].rstrip()
+            limit = NAME_LIMITS[name]
+            if len(value) > limit:
+                notes.append(f"{name} truncated to {limit} characters")
+                value = truncate(value, limit)
             values[name] = value
     if "phone" in fields and person.phone:
-        limit = PHONE_MAX.get(endpoint, 25)
+        limit = PHONE_LIMITS[endpoint.value]
         if len(person.phone) > limit:
             notes.append(f"phone left out: longer than {limit} characters")
         else:
@@ -81,25 +89,28 @@ def fit_values(person: Person, fields: tuple[str, ...], endpoint: Endpoint) -> F
     if "address" in fields and not person.address.is_empty():
         a = person.address
         parts = {
+            "street": a.street,
             "city": a.city,
             "state": a.state,
             "postal_code": a.postal_code,
             "country": a.country,
         }
-        if a.street and len(a.street) > STREET_MAX:
-            notes.append(f"address left out: street longer than {STREET_MAX} characters")
-        elif any(v and len(v) > ADDRESS_PART_MAX for v in parts.values()):
-            notes.append(f"address left out: a part is longer than {ADDRESS_PART_MAX} characters")
+        too_long = [k for k, v in parts.items() if v and len(v) > STREET_ADDRESS_LIMITS[k]]
+        if too_long:
+            notes.append(f"address left out: {', '.join(too_long)} too long for Constant Contact")
         else:
-            values["address"] = {"street": a.street, **parts}
+            values["address"] = parts
     if "custom_fields" in fields and person.custom_fields:
         custom = {}
         for cf_name, value in person.custom_fields.items():
-            if len(value) > CUSTOM_VALUE_MAX:
-                notes.append(f"custom field {cf_name} truncated to {CUSTOM_VALUE_MAX} characters")
-                value = value[:CUSTOM_VALUE_MAX]
+            if len(value) > CUSTOM_FIELD_VALUE_MAX:
+                notes.append(
+                    f"custom field {cf_name} left out: longer than {CUSTOM_FIELD_VALUE_MAX} characters"
+                )
+                continue
             custom[cf_name] = value
-        values["custom_fields"] = custom
+        if custom:
+            values["custom_fields"] = custom
     return Fitted(values=values, notes=tuple(notes))
 
 

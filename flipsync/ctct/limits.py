@@ -81,6 +81,11 @@ _STREET_ADDRESS_LIMITS: Final = {
     "country": 50,
 }
 _ADDRESS_KINDS: Final = frozenset({"home", "work", "other"})
+
+#: Public views for callers that fit values before building bodies (see flipsync.plan).
+NAME_LIMITS: Final = _NAME_LIMITS
+STREET_ADDRESS_LIMITS: Final = _STREET_ADDRESS_LIMITS
+PHONE_LIMITS: Final = {JSON_IMPORT: 50, SIGN_UP_FORM: 25, CREATE_CONTACT: 25}
 _PHONE_KINDS: Final = frozenset({"home", "work", "mobile", "other"})
 
 _SIGN_UP_KEYS: Final = frozenset(
