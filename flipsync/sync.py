@@ -16,12 +16,13 @@ ConstantContactAPI protocol. The invariants it keeps:
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -49,6 +50,12 @@ POLL_DELAYS = (1.0, 1.0, 2.0, 3.0, 5.0, 8.0, 10.0)
 # An import still processing after this long is given up on and its people retried: a stuck
 # activity must not hold the checkpoint (and every later Flipcause record) for ever.
 STUCK_AFTER = timedelta(hours=6)
+# Resuming a post whose answer was lost: how far before the journaled post time an activity may
+# have been created (clock skew between this host and CC), and the meta key keeping the ids of
+# recently committed imports, so a resumed post never adopts another batch's activity.
+IMPORT_MATCH_SKEW = timedelta(minutes=2)
+COMMITTED_IMPORTS = "committed_import_activities"
+COMMITTED_IMPORTS_KEPT = 200
 _LINE_RE = re.compile(r"\bline\s+(\d+)\b", re.IGNORECASE)
 
 
@@ -164,26 +171,27 @@ class Syncer:
 
     def run(self, *, dry_run: bool = False, max_batches: int | None = None) -> RunReport:
         """Finish any journaled work, then process the inbox after the checkpoint."""
+        with self._recorded("live", dry_run) as report:
+            # Records this run sends to the retry queue wait for the next run, not this one.
+            retries = self.state.retry_seqs()
+            if dry_run or self._finish_journals("live", report):
+                self._process_inbox(report, retries, dry_run=dry_run, max_batches=max_batches)
+        return report
+
+    @contextmanager
+    def _recorded(self, kind: str, dry_run: bool) -> Iterator[RunReport]:
+        """A report for this run, kept in the run history (live work only) however it ends."""
         report = RunReport(
-            run_id=self.run_id, kind="live", dry_run=dry_run, started_at=iso(self.clock())
+            run_id=self.run_id, kind=kind, dry_run=dry_run, started_at=iso(self.clock())
         )
         report.checkpoint_before = report.checkpoint_after = self.state.checkpoint
         self.report = report
         if not dry_run:
-            self.state.start_run(self.run_id, "live", self.clock())
-        # Records this run sends to the retry queue wait for the next run, not this one.
-        retries = self.state.retry_seqs()
+            self.state.start_run(self.run_id, kind, self.clock())
         try:
-            if not dry_run:
-                for journal in self.state.open_journals("live"):
-                    if not self._drive(journal, report):
-                        report.status = "waiting"
-                        report.message = "an import is still processing in Constant Contact; the next run finishes it"
-                        return report
-            self._process_inbox(report, retries, dry_run=dry_run, max_batches=max_batches)
-            if report.records_read == 0 and not report.outcomes and report.status == "ok":
+            yield report
+            if report.status == "ok" and report.records_read == 0 and not report.outcomes:
                 report.status = "idle"
-            return report
         except BaseException as exc:
             report.status = "error"
             report.message = str(exc)
@@ -194,6 +202,14 @@ class Syncer:
             report.requests = Counter(self.api.request_counts) - self._requests_at_start
             if not dry_run:
                 self.state.finish_run(self.run_id, report.status, report.as_dict())
+
+    def _finish_journals(self, kind: str, report: RunReport) -> bool:
+        """Finish batches an earlier run left open; False while an import still processes."""
+        for journal in self.state.open_journals(kind):
+            if not self._drive(journal, report):
+                _waiting(report)
+                return False
+        return True
 
     def _process_inbox(
         self,
@@ -228,10 +244,7 @@ class Syncer:
             )
             retries = {}
             if not done:
-                report.status = "waiting"
-                report.message = (
-                    "an import is still processing in Constant Contact; the next run finishes it"
-                )
+                _waiting(report)
                 return
             if last_seq is not None:
                 after = last_seq
@@ -251,63 +264,38 @@ class Syncer:
         where it stopped; each batch runs under `batch_guard` (the organization lock), so
         cron runs interleave with a long backfill instead of waiting for all of it.
         """
-        report = RunReport(
-            run_id=self.run_id, kind="backfill", dry_run=dry_run, started_at=iso(self.clock())
-        )
-        self.report = report
         key = f"backfill:{since.isoformat()}:{until.isoformat() if until else ''}"
-        scanned = 0 if dry_run else int(self.state.get_meta(key) or 0)
         date_field = self.settings.flipcause.fields.transaction_date
-        batch_size = self.settings.run.batch_size
         overlay: dict[str, Known] = {}
-        if not dry_run:
-            self.state.start_run(self.run_id, "backfill", self.clock())
-        try:
+        with self._recorded("backfill", dry_run) as report:
             with batch_guard():
-                report.checkpoint_before = report.checkpoint_after = self.state.checkpoint
-                if not dry_run:
-                    for journal in self.state.open_journals("backfill"):
-                        if not self._drive(journal, report):
-                            report.status = "waiting"
-                            return report
-                    scanned = int(self.state.get_meta(key) or 0)
+                if not dry_run and not self._finish_journals("backfill", report):
+                    return report
+                scanned = 0 if dry_run else int(self.state.get_meta(key) or 0)
             while True:
                 with batch_guard():
-                    rows = self.state.inbox_after(scanned, batch_size)
+                    rows = self.state.inbox_after(scanned, self.settings.run.batch_size)
                     if not rows:
                         break
                     last = rows[-1].seq
                     chosen = [r for r in rows if _in_window(r, date_field, since, until)]
                     report.records_read += len(chosen)
-                    if chosen:
-                        done = self.process_rows(
-                            chosen,
-                            report,
-                            kind="backfill",
-                            dry_run=dry_run,
-                            checkpoint=None,
-                            overlay=overlay if dry_run else None,
-                            progress=(key, last),
-                        )
-                        if not done:
-                            report.status = "waiting"
-                            return report
-                    elif not dry_run:
-                        self.state.set_meta(key, str(last))
+                    if not chosen:
+                        if not dry_run:
+                            self.state.set_meta(key, str(last))
+                    elif not self.process_rows(
+                        chosen,
+                        report,
+                        kind="backfill",
+                        dry_run=dry_run,
+                        checkpoint=None,
+                        overlay=overlay if dry_run else None,
+                        progress=(key, last),
+                    ):
+                        _waiting(report)
+                        break
                     scanned = last
-            if report.records_read == 0 and not report.outcomes:
-                report.status = "idle"
-            return report
-        except BaseException as exc:
-            report.status = "error"
-            report.message = str(exc)
-            raise
-        finally:
-            report.checkpoint_after = self.state.checkpoint
-            report.finished_at = iso(self.clock())
-            report.requests = Counter(self.api.request_counts) - self._requests_at_start
-            if not dry_run:
-                self.state.finish_run(self.run_id, report.status, report.as_dict())
+        return report
 
     # -- one batch ----------------------------------------------------------------------
 
@@ -534,20 +522,43 @@ class Syncer:
     def _find_posted_import(self, op: JournalOp) -> str | None:
         """After a crash between POST and recording its answer, find the activity it made.
 
-        Matches a contacts-import activity created no earlier than a minute before the
-        journaled post time with the same number of contacts. No match: post again,
-        which is harmless because an import is an upsert by email.
+        Adopts the newest contacts-import activity that (1) no other journaled op and no
+        recently committed batch owns, (2) was created no earlier than IMPORT_MATCH_SKEW before
+        the journaled post time, and (3) fits the op's row count (`_import_fits`). No match:
+        post again, which costs requests but no data because an import is an upsert by email.
+        Adopting a wrong activity would lose the op's people, hence the ownership rule.
         """
         if not op.posted_at:
             return None
-        since = datetime.fromisoformat(op.posted_at) - timedelta(minutes=1)
+        since = datetime.fromisoformat(op.posted_at) - IMPORT_MATCH_SKEW
         count = len(op.body["import_data"])
+        owned = set(self._committed_imports())
+        owned.update(
+            o.activity_id
+            for j in self.state.open_journals()
+            for o in j.ops
+            if o.activity_id and o.op_id != op.op_id
+        )
         for activity in self.api.recent_activities(limit=50):
             created = activity.created_at
-            if created is not None and created >= since and activity.person_count in (count, None):
+            if (
+                activity.activity_id not in owned
+                and created is not None
+                and created >= since
+                and _import_fits(activity, count)
+            ):
                 log.info("import_adopted", activity_id=activity.activity_id)
                 return activity.activity_id
         return None
+
+    def _committed_imports(self) -> list[str]:
+        """Activity ids of the most recently committed imports, oldest first."""
+        raw = self.state.get_meta(COMMITTED_IMPORTS)
+        try:
+            ids = json.loads(raw) if raw else []
+        except ValueError:
+            return []
+        return [str(i) for i in ids] if isinstance(ids, list) else []
 
     def _wait(self, pending: list[JournalOp], report: RunReport) -> dict[str, JournalOp]:
         """Poll import activities until they finish or the configured wait is over."""
@@ -647,9 +658,7 @@ class Syncer:
             attempts=attempts,
             transactions=transactions,
             mirror=mirror,
-            meta={str(progress[0]): str(progress[1])}
-            if (progress := journal.batch.get("progress"))
-            else None,
+            meta=self._commit_meta(journal, ops),
         )
         report.outcomes.extend(outcomes)
         log.info(
@@ -658,6 +667,17 @@ class Syncer:
             outcomes=len(outcomes),
             checkpoint=journal.batch.get("checkpoint"),
         )
+
+    def _commit_meta(self, journal: Journal, ops: Mapping[str, JournalOp]) -> dict[str, str]:
+        """Meta written with a batch: backfill progress, and the import activities it owns."""
+        meta: dict[str, str] = {}
+        if progress := journal.batch.get("progress"):
+            meta[str(progress[0])] = str(progress[1])
+        owned = [op.activity_id for op in ops.values() if op.activity_id]
+        if owned:
+            kept = [i for i in self._committed_imports() if i not in owned] + owned
+            meta[COMMITTED_IMPORTS] = json.dumps(kept[-COMMITTED_IMPORTS_KEPT:])
+        return meta
 
     def _mirror_updates(self, outcomes: Iterable[Mapping[str, Any]]) -> list[MirrorEntry]:
         """What flipsync now expects Constant Contact to hold, until the next refresh reads it."""
@@ -686,6 +706,11 @@ class Syncer:
 
 
 # -- outcome rows ---------------------------------------------------------------------------
+
+
+def _waiting(report: RunReport) -> None:
+    report.status = "waiting"
+    report.message = "an import is still processing in Constant Contact; the next run finishes it"
 
 
 def _parse_safely(row: InboxRow, settings: Settings) -> FlipcauseRecord | Unusable:
@@ -795,6 +820,20 @@ def _people_facts(people: list[Person]) -> dict[str, Any]:
 
 def _op(op: JournalOp, **changes: Any) -> JournalOp:
     return replace(op, **changes)
+
+
+def _import_fits(activity: ActivityStatus, rows: int) -> bool:
+    """Whether an activity's counts fit an import of `rows` contacts.
+
+    items_total_count (rows, plus one for the header CC counts) is known from the start;
+    person_count only once the import finished, and it leaves out rows CC refused. With no
+    counts at all, only an activity that is still starting or processing can be ours.
+    """
+    if activity.items_total_count:
+        return activity.items_total_count in (rows, rows + 1)
+    if activity.person_count:
+        return activity.person_count == rows
+    return activity.state in ("initialized", "processing")
 
 
 def _activity_result(status: ActivityStatus) -> dict[str, Any]:

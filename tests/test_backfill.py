@@ -1,0 +1,107 @@
+"""Backfills: a date window processed again, beside cron, resumable, the live checkpoint untouched."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+
+import pytest
+
+from flipsync.cli import build_client
+from flipsync.lock import hold_lock
+from flipsync.sync import Syncer
+from tests.conftest import Org
+from tests.helpers import payload
+
+
+def dated(email: str, day: str) -> dict[str, str]:
+    return payload(email, AD_transaction_date=day)
+
+
+def test_backfill_window_leaves_live_checkpoint(org: Org) -> None:
+    """Only records of the window are processed again; the live checkpoint does not move."""
+    org.ingest(
+        [
+            dated("jan@example.org", "2026-01-15"),
+            dated("feb@example.org", "2026-02-03"),
+            payload("nodate@example.org"),
+        ]
+    )
+    org.run()
+    org.sandbox.clear_request_log()
+    org.ingest([dated("later@example.org", "2026-02-20")])  # waits for the live run
+    result = org.cli("backfill", "--since", "2026-02-01", "--until", "2026-02-28", "--json")
+    assert result.exit_code == 0, result.output
+    imports = [e for e in org.sandbox.request_log() if e.path.endswith("contacts_json_import")]
+    emails = sorted(r["email"] for e in imports for r in e.body["import_data"])
+    assert emails == ["feb@example.org", "later@example.org"]
+    with org.state() as state:
+        assert state.checkpoint == 3
+        runs = state.recent_runs()
+        assert runs[0]["kind"] == "backfill" and runs[0]["status"] == "ok"
+        assert [o["action"] for o in state.outcomes_for("feb@example.org")] == ["create", "update"]
+
+
+def test_interrupted_backfill_resumes_where_it_stopped(org: Org) -> None:
+    """A backfill killed between batches goes on from its last committed batch."""
+    org.write_config(run={"batch_size": 2})
+    org.ingest([dated(f"b{i}@example.org", "2026-03-01") for i in range(6)])
+    settings = org.settings()
+    calls = {"n": 0}
+
+    @contextmanager
+    def flaky_guard() -> Iterator[None]:
+        calls["n"] += 1
+        if calls["n"] == 3:  # the guard before the third thing it protects: crash
+            raise KeyboardInterrupt
+        yield
+
+    with org.state() as state, pytest.raises(KeyboardInterrupt):
+        Syncer(settings, state, build_client(settings), sleep=lambda _: None).backfill(
+            date(2026, 3, 1), None, batch_guard=flaky_guard
+        )
+    first = org.sandbox.count_requests("POST", "/v3/activities/contacts_json_import")
+    assert first == 1
+    with org.state() as state:
+        report = Syncer(settings, state, build_client(settings), sleep=lambda _: None).backfill(
+            date(2026, 3, 1), None
+        )
+    assert report.records_read == 4  # the 2 already done are not read again
+    assert org.sandbox.count_requests("POST", "/v3/activities/contacts_json_import") == first + 2
+    assert len(org.sandbox.contacts()) == 6
+
+
+def test_backfill_waits_for_a_running_cron_job(org: Org) -> None:
+    """Each batch takes the organization lock: a backfill waits for a run in progress."""
+    org.ingest([dated("w@example.org", "2026-04-01")])
+    lock_file = org.settings().lock_file
+    held = threading.Event()
+
+    def cron_run() -> None:
+        with hold_lock(lock_file, "run"):
+            held.set()
+            time.sleep(0.6)
+
+    worker = threading.Thread(target=cron_run)
+    worker.start()
+    held.wait(5)
+    started = time.monotonic()
+    result = org.cli("backfill", "--since", "2026-04-01")
+    worker.join()
+    assert result.exit_code == 0, result.output
+    assert time.monotonic() - started >= 0.3
+    assert org.contact("w@example.org") is not None
+
+
+def test_dry_run_backfill_writes_nothing(org: Org) -> None:
+    """--dry-run shows the window's plan and leaves CC and the progress alone."""
+    org.ingest([dated("d@example.org", "2026-05-05")])
+    result = org.cli("backfill", "--since", "2026-05-01", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "d@example.org" in result.output
+    assert {e.method for e in org.sandbox.request_log()} <= {"GET"}
+    with org.state() as state:
+        assert state.recent_runs() == []
