@@ -731,6 +731,57 @@ def _busy(server: Any) -> bool:
     return False
 
 
+def make_server(
+    app: Receiver, settings: Settings, *, host: str, port: int, threads: int = DEFAULT_THREADS
+) -> Any:
+    """A waitress server for the receiver, bound but not yet serving (port 0 picks one)."""
+    from waitress.server import create_server
+
+    try:
+        return create_server(
+            app,
+            host=host,
+            port=port,
+            threads=threads,
+            max_request_body_size=settings.intake.max_body_bytes,
+            max_request_header_size=64 * 1024,
+            channel_timeout=30,
+            connection_limit=200,
+            asyncore_use_poll=True,
+            clear_untrusted_proxy_headers=True,
+            expose_tracebacks=False,
+            ident="flipsync",
+        )
+    except OSError as exc:
+        raise ConfigError(
+            str(settings.config_path),
+            [f"`intake.host`/`intake.port`: cannot listen on {host}:{port} ({exc.strerror})"],
+        ) from None
+
+
+def run_until_stopped(
+    server: Any, stop: threading.Event, *, drain_seconds: float = DRAIN_SECONDS
+) -> None:
+    """Serve until `stop` is set (then call server.pull_trigger() to wake it), then drain.
+
+    Draining closes the listening socket, keeps answering the requests already
+    received (their payloads commit first) until none is left or `drain_seconds`
+    pass, then closes every connection. The caller closes the receiver afterwards.
+    """
+    from waitress import wasyncore
+
+    smap = server._map
+    while not stop.is_set():
+        wasyncore.loop(timeout=0.5, map=smap, use_poll=True, count=1)
+    log.info("receiver_stopping")
+    wasyncore.dispatcher.close(server)  # no new connections; open ones are still served
+    deadline = time.monotonic() + drain_seconds
+    while _busy(server) and time.monotonic() < deadline:
+        wasyncore.loop(timeout=0.05, map=smap, use_poll=True, count=1)
+    server.task_dispatcher.shutdown(timeout=1)
+    wasyncore.close_all(smap)
+
+
 def serve_forever(
     settings: Settings,
     secret: str,
@@ -746,32 +797,13 @@ def serve_forever(
     (their payloads commit first) for up to DRAIN_SECONDS, and the writer commits
     what it holds before the state DB closes.
     """
-    from waitress import wasyncore
-    from waitress.server import create_server
-
     app = build_receiver(settings, secret)
     _protect_waitress_logs(secret)
     try:
-        server = create_server(
-            app,
-            host=host,
-            port=port,
-            threads=threads,
-            max_request_body_size=settings.intake.max_body_bytes,
-            max_request_header_size=64 * 1024,
-            channel_timeout=30,
-            connection_limit=200,
-            asyncore_use_poll=True,
-            clear_untrusted_proxy_headers=True,
-            expose_tracebacks=False,
-            ident="flipsync",
-        )
-    except OSError as exc:
+        server = make_server(app, settings, host=host, port=port, threads=threads)
+    except ConfigError:
         app.close()
-        raise ConfigError(
-            str(settings.config_path),
-            [f"`intake.host`/`intake.port`: cannot listen on {host}:{port} ({exc.strerror})"],
-        ) from None
+        raise
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -779,22 +811,13 @@ def serve_forever(
         server.pull_trigger()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    smap = server._map
     try:
         say = announce or (lambda text: print(text, flush=True))  # noqa: T201 - the CLI's stdout
         say(
             f"flipsync receiver listening on http://{server.effective_host}:{server.effective_port}"
         )
         log.info("receiver_started", host=server.effective_host, port=server.effective_port)
-        while not stop.is_set():
-            wasyncore.loop(timeout=0.5, map=smap, use_poll=True, count=1)
-        log.info("receiver_stopping")
-        wasyncore.dispatcher.close(server)  # no new connections; open ones are still served
-        deadline = time.monotonic() + DRAIN_SECONDS
-        while _busy(server) and time.monotonic() < deadline:
-            wasyncore.loop(timeout=0.05, map=smap, use_poll=True, count=1)
-        server.task_dispatcher.shutdown(timeout=1)
-        wasyncore.close_all(smap)
+        run_until_stopped(server, stop)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,9 @@ from flipsync.receiver import (
     WriterUnavailable,
     _Redact,
     build_receiver,
+    make_server,
     read_webhook_secret,
+    run_until_stopped,
 )
 from flipsync.state import StateDB
 from tests.helpers import config_dict, payload, settings_from, write_config
@@ -539,3 +542,47 @@ def test_serve_end_to_end_with_graceful_sigterm(tmp_path: Path) -> None:
     assert SECRET not in out + err
     assert "receiver_stopped" in err
     assert [k for k, _, _ in inbox(tmp_path / "state.db")] == ["wh:e2e"]
+
+
+def test_stop_answers_the_request_in_flight_and_refuses_new_connections(tmp_path: Path) -> None:
+    """On stop, the listener closes, but a request already received is committed and answered."""
+    settings = intake_settings(tmp_path)
+    app = build_receiver(settings, SECRET)
+    server = make_server(app, settings, host="127.0.0.1", port=0, threads=4)
+    port = int(server.effective_port)
+    stop = threading.Event()
+    runner = threading.Thread(target=run_until_stopped, args=(server, stop))
+    runner.start()
+    blocker = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # the writer must wait: the request stays in flight
+    answer: dict[str, Any] = {}
+
+    def post() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+        body = json.dumps(payload(webhook_record_id="inflight"))
+        conn.request("POST", "/flipcause", body=body, headers={"X-Flipsync-Secret": SECRET})
+        response = conn.getresponse()
+        answer["status"], answer["body"] = response.status, json.loads(response.read())
+
+    client = threading.Thread(target=post)
+    try:
+        client.start()
+        for _ in range(200):
+            if server.task_dispatcher.active_count:
+                break
+            time.sleep(0.01)
+        time.sleep(0.1)
+        stop.set()
+        server.pull_trigger()
+        time.sleep(0.3)
+        with pytest.raises(OSError):
+            http.client.HTTPConnection("127.0.0.1", port, timeout=2).connect()
+        assert "status" not in answer  # still waiting for its commit
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        client.join(20)
+        runner.join(20)
+        app.close()
+    assert answer == {"status": 200, "body": {"stored": 1, "duplicates": 0, "rejected": []}}
+    assert [k for k, _, _ in inbox(tmp_path / "state.db")] == ["wh:inflight"]
