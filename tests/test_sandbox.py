@@ -1124,3 +1124,17 @@ def test_paths_shared_by_two_routes(sandbox_server: RunningSandbox, api: request
     wrong = api.patch(f"{base}/contacts/counts")
     assert wrong.status_code == 405
     assert "GET" in wrong.headers["Allow"]
+
+
+def test_import_is_due_by_the_clock_after_a_burst_of_writes(make_sandbox: Any) -> None:
+    """Thousands of writes in a second push the update stamps ahead; imports still complete on time."""
+    running = make_sandbox(activity_seconds=0)
+    sandbox = running.sandbox
+    donors = sandbox.add_list("Donors")
+    for i in range(3000):
+        sandbox.add_contact(f"c{i}@example.org")
+    with _session(running) as api:
+        posted = _import(api, running, [{"email": "new@example.org"}], [donors])
+        status = api.get(f"{running.base_url}{posted.json()['_links']['self']['href']}").json()
+    assert status["state"] == "completed"
+    assert sandbox.contact_by_email("new@example.org") is not None

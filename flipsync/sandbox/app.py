@@ -1356,7 +1356,9 @@ class Sandbox:
         activity = Activity(
             activity_id=str(uuid.uuid4()),
             created_us=stamp,
-            due_s=stamp / MICROS + self.config.activity_seconds,
+            # Due by the clock, not by the stamp: stamps run ahead of it after a burst of
+            # writes (strictly increasing milliseconds), which would delay the activity.
+            due_s=self.now() + self.config.activity_seconds,
             list_ids=payload.list_ids,
             rows=[ImportRow(index + 2, row) for index, row in enumerate(payload.rows)],
             received_rows=payload.received_rows,
