@@ -654,8 +654,7 @@ def sandbox(
     import yaml
 
     from flipsync.ctct.auth import token_set_from_response, write_token_file
-    from flipsync.sandbox import Sandbox, SandboxConfig
-    from flipsync.sandbox.server import start_in_thread
+    from flipsync.sandbox import RunningSandbox, Sandbox, SandboxConfig, serve_forever
 
     box = Sandbox(
         SandboxConfig(
@@ -669,23 +668,20 @@ def sandbox(
         )
     )
     if seed is not None:
-        box.seed(yaml.safe_load(seed.read_text(encoding="utf-8")) or {})
-    running = start_in_thread(box, host=host, port=port)
-    if token_file is not None:
-        write_token_file(token_file, token_set_from_response(box.issue_tokens(), utcnow()))
-    click.echo(f"sandbox listening on {running.base_url}", nl=True)
-    click.echo(f"  api_base_url: {running.api_base_url}")
-    click.echo(f"  oauth_base_url: {running.oauth_base_url}")
-    sys.stdout.flush()
-    import signal
-    import threading
+        try:
+            box.seed(yaml.safe_load(seed.read_text(encoding="utf-8")) or {})
+        except (yaml.YAMLError, ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"{seed}: not a usable sandbox seed ({exc})") from None
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        stop.wait()
-    finally:
-        running.stop()
+    def ready(running: RunningSandbox) -> None:
+        if token_file is not None:
+            write_token_file(token_file, token_set_from_response(box.issue_tokens(), utcnow()))
+        click.echo(f"sandbox listening on {running.base_url}")
+        click.echo(f"  api_base_url: {running.api_base_url}")
+        click.echo(f"  oauth_base_url: {running.oauth_base_url}")
+        sys.stdout.flush()
+
+    serve_forever(box, host, port, on_ready=ready)
 
 
 def main() -> None:

@@ -1090,13 +1090,25 @@ def test_serve_forever_stops_on_sigterm(tmp_path: Path) -> None:
     assert stdout == b""
 
 
-def test_module_entry_point_seeds_and_serves(tmp_path: Path) -> None:
-    """`python -m flipsync.sandbox --seed` announces its URLs and serves the seeded data."""
-    seed = tmp_path / "seed.json"
-    seed.write_text(json.dumps({"lists": ["Donors"], "contacts": [{"email": "a@example.org"}]}))
+def test_cli_sandbox_seeds_writes_tokens_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """`flipsync sandbox --seed --token-file` announces its URLs, serves the seed, stops cleanly."""
+    seed = tmp_path / "seed.yaml"
+    seed.write_text("lists: [Donors]\ncontacts:\n  - email: a@example.org\n")
+    tokens = tmp_path / "tokens.json"
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     process = subprocess.Popen(
-        [sys.executable, "-m", "flipsync.sandbox", "--port", "0", "--seed", str(seed)],
+        [
+            sys.executable,
+            "-m",
+            "flipsync",
+            "sandbox",
+            "--port",
+            "0",
+            "--seed",
+            str(seed),
+            "--token-file",
+            str(tokens),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
@@ -1107,8 +1119,10 @@ def test_module_entry_point_seeds_and_serves(tmp_path: Path) -> None:
         base = line.split(" listening on ", 1)[1].split()[0]
         state = requests.get(f"{base}/__sandbox/state", timeout=5).json()
         assert [c["email_address"]["address"] for c in state["contacts"]] == ["a@example.org"]
-        process.send_signal(signal.SIGINT)
-        process.communicate(timeout=10)
+        assert json.loads(tokens.read_text())["token_type"] == "Bearer"
+        assert oct(tokens.stat().st_mode & 0o777) == "0o600"
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
