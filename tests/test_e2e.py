@@ -12,8 +12,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from flipsync.cli import build_client
 from flipsync.errors import ExitCode
 from flipsync.lock import hold_lock
+from flipsync.sync import RunReport, Syncer
 from tests.conftest import Org
 from tests.helpers import payload
 
@@ -261,3 +263,35 @@ def test_activity_unknown_to_constant_contact_is_retried(org: Org) -> None:
     report = org.run()
     (outcome,) = report.outcomes
     assert outcome["action"] == "deferred" and "no longer known" in outcome["reason"]
+
+
+def test_import_row_errors_become_per_person_outcomes(org: Org) -> None:
+    """An import row Constant Contact refuses is that person's rejection, with CC's message."""
+    org.ingest([payload("good@example.org"), payload("bad@example.org")])
+    settings = org.settings()
+    with org.state() as state:
+        syncer = Syncer(settings, state, build_client(settings), sleep=lambda _: None)
+        rows = state.inbox_after(0, 10)
+        # Plan as usual, then spoil one row the way only CC could judge it (our own limits
+        # would have caught a long name): the mapping from CC's text to the person is tested.
+        report = syncer.report = RunReport(
+            run_id=syncer.run_id, kind="live", dry_run=False, started_at=""
+        )
+        original = state.write_journal
+
+        def spoil(journal: Any) -> None:
+            op = journal.ops[0]
+            op.body["import_data"][1]["cf:unknown_field"] = "x"
+            original(journal)
+
+        state.write_journal = spoil  # type: ignore[method-assign]
+        assert syncer.process_rows(rows, report, kind="live", dry_run=False, checkpoint=2)
+    by_email = {o["email"]: o for o in report.outcomes}
+    assert by_email["good@example.org"]["action"] == "create"
+    bad = by_email["bad@example.org"]
+    assert bad["action"] == "reject"
+    assert (
+        bad["reason"]
+        == "Constant Contact import error: Line 3: Custom field 'unknown_field' does not exist"
+    )
+    assert org.contact("bad@example.org") is None and org.contact("good@example.org") is not None
