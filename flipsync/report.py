@@ -9,20 +9,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from flipsync.sync import RunReport
+from flipsync.sync import PUBLIC_OUTCOME_KEYS, RunReport
 
-OUTCOME_COLUMNS = (
-    "email",
-    "action",
-    "endpoint",
-    "status_before",
-    "status_after",
-    "lists",
-    "fields",
-    "reason",
-    "flipcause_ids",
-    "record_keys",
-)
+OUTCOME_COLUMNS = PUBLIC_OUTCOME_KEYS
 
 
 def _ids(ids: Mapping[str, Sequence[str]] | None) -> str:

@@ -118,20 +118,23 @@ class RunReport:
         }
 
 
+# What a person may see of an outcome (reports, --output files, --json); internal keys stay in.
+PUBLIC_OUTCOME_KEYS = (
+    "email",
+    "action",
+    "endpoint",
+    "status_before",
+    "status_after",
+    "lists",
+    "fields",
+    "reason",
+    "flipcause_ids",
+    "record_keys",
+)
+
+
 def _public(outcome: Mapping[str, Any]) -> dict[str, Any]:
-    keys = (
-        "email",
-        "action",
-        "endpoint",
-        "status_before",
-        "status_after",
-        "lists",
-        "fields",
-        "reason",
-        "flipcause_ids",
-        "record_keys",
-    )
-    return {k: outcome.get(k) for k in keys}
+    return {k: outcome.get(k) for k in PUBLIC_OUTCOME_KEYS}
 
 
 @dataclass(frozen=True)
