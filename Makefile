@@ -18,8 +18,8 @@ demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh $(PORT)
 
 lint: install
-	$(BIN)/ruff check flipsync tests benchmarks
-	$(BIN)/ruff format --check flipsync tests benchmarks
+	$(BIN)/ruff check flipsync tests benchmarks scripts
+	$(BIN)/ruff format --check flipsync tests benchmarks scripts
 
 typecheck: install
 	$(BIN)/mypy

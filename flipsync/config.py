@@ -615,7 +615,9 @@ def _parse_condition(r: _Reader, raw: Any, path: str) -> Condition:
         email_patterns=r.get(
             d, path, "email_matches", _str_tuple, NO_STRS, "a list of glob patterns like *@test.org"
         ),
-        trigger_types=r.get(d, path, "trigger_type", _str_tuple, NO_STRS, "a list of trigger types"),
+        trigger_types=r.get(
+            d, path, "trigger_type", _str_tuple, NO_STRS, "a list of trigger types"
+        ),
     )
 
 

@@ -24,8 +24,10 @@ def main(base_url: str) -> None:
     for contact in state["contacts"]:
         email = contact["email_address"]
         extras = [k for k in ("phone_numbers", "street_addresses") if contact.get(k)]
-        print(f"  {email['address']}: {email['permission_to_send']}"
-              + (f", with {' and '.join(extras)}" if extras else ""))
+        print(
+            f"  {email['address']}: {email['permission_to_send']}"
+            + (f", with {' and '.join(extras)}" if extras else "")
+        )
 
 
 if __name__ == "__main__":
