@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from flipsync.sync import PUBLIC_OUTCOME_KEYS, RunReport
+from flipsync.outcomes import PUBLIC_OUTCOME_KEYS, RunReport
 
 OUTCOME_COLUMNS = PUBLIC_OUTCOME_KEYS
 

@@ -17,9 +17,10 @@ from flipsync.cli import build_client, cli
 from flipsync.config import Settings, load_settings
 from flipsync.ctct.auth import token_set_from_response, write_token_file
 from flipsync.intake import IngestReport, ingest_text
+from flipsync.outcomes import RunReport
 from flipsync.sandbox import RunningSandbox
 from flipsync.state import StateDB, utcnow
-from flipsync.sync import RunReport, Syncer
+from flipsync.sync import Syncer
 from tests.helpers import config_dict, write_config
 
 pytest_plugins = ["tests.sandbox_fixture"]

@@ -15,7 +15,8 @@ from typing import Any
 from flipsync.cli import build_client
 from flipsync.errors import ExitCode
 from flipsync.lock import hold_lock
-from flipsync.sync import RunReport, Syncer
+from flipsync.outcomes import RunReport
+from flipsync.sync import Syncer
 from tests.conftest import Org
 from tests.helpers import payload
 

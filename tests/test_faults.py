@@ -42,6 +42,7 @@ from flipsync.ctct.auth import (
 from flipsync.ctct.http import RetryPolicy, make_session, next_utc_midnight
 from flipsync.ctct.types import ClientSettings
 from flipsync.errors import ExitCode, FlipsyncError, ReauthRequired
+from flipsync.outcomes import RunReport
 from flipsync.sandbox import (
     FAULT_KINDS,
     RequestLogEntry,
@@ -51,7 +52,7 @@ from flipsync.sandbox import (
     start_in_thread,
 )
 from flipsync.state import utcnow
-from flipsync.sync import RunReport, Syncer
+from flipsync.sync import Syncer
 from tests.conftest import Org
 from tests.helpers import payload
 

@@ -1,0 +1,432 @@
+"""Sending a journaled batch to Constant Contact, confirming it, and committing it.
+
+A batch's plan is journaled before its first request (see flipsync.sync). This module
+moves each request forward in the journal (planned -> posting -> posted -> done or
+failed), waits for import activities, and commits the batch's final outcomes together
+with the checkpoint. A run that dies anywhere leaves the journal, and the next run's
+Pusher finishes exactly that work: it polls the recorded activity, finds an import
+whose answer was lost instead of posting it again, and looks a person up once more
+before a delayed sign-up (someone who unsubscribed meanwhile is not resubscribed).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from flipsync.config import Settings
+from flipsync.ctct.types import ActivityStatus
+from flipsync.errors import ContactExists, RequestRefused
+from flipsync.mirror import entry_from_remote
+from flipsync.outcomes import DEFERRED, RunReport
+from flipsync.ports import ConstantContactAPI
+from flipsync.state import Journal, JournalOp, MirrorEntry, StateDB, iso, utcnow
+
+log = structlog.get_logger(__name__)
+
+MAX_ATTEMPTS = 5
+# Poll schedule for import activities, in seconds: quick first looks, then every 10 s.
+POLL_DELAYS = (1.0, 1.0, 2.0, 3.0, 5.0, 8.0, 10.0)
+# An import still processing after this long is given up on and its people retried: a stuck
+# activity must not hold the checkpoint (and every later Flipcause record) for ever.
+STUCK_AFTER = timedelta(hours=6)
+# Resuming a post whose answer was lost: how far before the journaled post time an activity may
+# have been created (clock skew between this host and CC), and the meta key keeping the ids of
+# recently committed imports, so a resumed post never adopts another batch's activity.
+IMPORT_MATCH_SKEW = timedelta(minutes=2)
+COMMITTED_IMPORTS = "committed_import_activities"
+COMMITTED_IMPORTS_KEPT = 200
+_LINE_RE = re.compile(r"\bline\s+(\d+)\b", re.IGNORECASE)
+
+
+class Pusher:
+    """Finishes journaled batches for one run."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        state: StateDB,
+        api: ConstantContactAPI,
+        *,
+        run_id: str,
+        clock: Callable[[], datetime] = utcnow,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.state = state
+        self.api = api
+        self.run_id = run_id
+        self.clock = clock
+        self.sleep = sleep
+
+    def drive(self, journal: Journal, report: RunReport) -> bool:
+        """Send what the journal has not sent, wait for imports, commit when all are final."""
+        resumed = journal.run_id != self.run_id
+        ops = {op.op_id: op for op in journal.ops}
+        for op in journal.ops:
+            if op.state in ("planned", "posting"):
+                ops[op.op_id] = self._send(journal, op, resumed=resumed)
+        pending = [op for op in ops.values() if op.state == "posted"]
+        if pending:
+            finished = self._wait(pending, report)
+            ops.update(finished)
+        if any(op.state == "posted" for op in ops.values()):
+            return False
+        self._commit(journal, ops, report)
+        return True
+
+    def _send(self, journal: Journal, op: JournalOp, *, resumed: bool) -> JournalOp:
+        body = op.body
+        if op.kind == "json_import":
+            if op.state == "posting":
+                adopted = self._find_posted_import(op)
+                if adopted is not None:
+                    self.state.update_op(op.op_id, state="posted", activity_id=adopted)
+                    return _op(op, state="posted", activity_id=adopted)
+            self.state.update_op(op.op_id, state="posting", posted_at=iso(self.clock()))
+            activity_id = self.api.start_json_import(body["import_data"], body["list_ids"])
+            self.state.update_op(op.op_id, state="posted", activity_id=activity_id)
+            log.info("import_started", activity_id=activity_id, contacts=len(body["import_data"]))
+            return _op(op, state="posted", activity_id=activity_id)
+        result: dict[str, Any]
+        if resumed and op.kind == "sign_up_form":
+            # Time has passed since the plan: the person may have unsubscribed meanwhile, and
+            # the sign-up form would resubscribe them. Look once more before sending.
+            contact = self.api.lookup_contact(body["email_address"])
+            if contact is not None and contact.permission == "unsubscribed":
+                result = {"cancelled": "unsubscribed in Constant Contact since the plan was made"}
+                self.state.update_op(op.op_id, state="cancelled", result=result)
+                return _op(op, state="cancelled", result=result)
+        was_posting = op.state == "posting"
+        self.state.update_op(op.op_id, state="posting", posted_at=iso(self.clock()))
+        try:
+            if op.kind == "sign_up_form":
+                signed = self.api.sign_up(body)
+                result = {
+                    "contact_id": signed.contact_id,
+                    "created": signed.created,
+                }
+            else:
+                result = {"contact_id": self.api.create_contact(body), "created": True}
+        except ContactExists as exc:
+            if was_posting or exc.after_uncertain_post:
+                result = {
+                    "contact_id": exc.contact_id,
+                    "created": True,
+                    "note": "created by an earlier attempt",
+                }
+            else:
+                email = body["email_address"]["address"]
+                contact = self.api.lookup_contact(email)
+                if contact is not None:
+                    entry = entry_from_remote(contact, self.clock())
+                    if entry is not None:
+                        self.state.save_mirror([entry])
+                result = {
+                    "error": "Constant Contact already has this email (added since flipsync's check, "
+                    "or deleted there); decided again next run",
+                    "retry": True,
+                }
+                self.state.update_op(op.op_id, state="failed", result=result)
+                return _op(op, state="failed", result=result)
+        except RequestRefused as exc:
+            result = {"error": f"Constant Contact refused it: {exc}", "retry": False}
+            self.state.update_op(op.op_id, state="failed", result=result)
+            return _op(op, state="failed", result=result)
+        self.state.update_op(op.op_id, state="done", result=result)
+        return _op(op, state="done", result=result)
+
+    def _find_posted_import(self, op: JournalOp) -> str | None:
+        """After a crash between POST and recording its answer, find the activity it made.
+
+        Adopts the newest contacts-import activity that (1) no other journaled op and no
+        recently committed batch owns, (2) was created no earlier than IMPORT_MATCH_SKEW before
+        the journaled post time, and (3) fits the op's row count (`_import_fits`). No match:
+        post again, which costs requests but no data because an import is an upsert by email.
+        Adopting a wrong activity would lose the op's people, hence the ownership rule.
+        """
+        if not op.posted_at:
+            return None
+        since = datetime.fromisoformat(op.posted_at) - IMPORT_MATCH_SKEW
+        count = len(op.body["import_data"])
+        owned = set(self._committed_imports())
+        owned.update(
+            o.activity_id
+            for j in self.state.open_journals()
+            for o in j.ops
+            if o.activity_id and o.op_id != op.op_id
+        )
+        for activity in self.api.recent_activities(limit=50):
+            created = activity.created_at
+            if (
+                activity.activity_id not in owned
+                and created is not None
+                and created >= since
+                and _import_fits(activity, count)
+            ):
+                log.info("import_adopted", activity_id=activity.activity_id)
+                return activity.activity_id
+        return None
+
+    def _committed_imports(self) -> list[str]:
+        """Activity ids of the most recently committed imports, oldest first."""
+        raw = self.state.get_meta(COMMITTED_IMPORTS)
+        try:
+            ids = json.loads(raw) if raw else []
+        except ValueError:
+            return []
+        return [str(i) for i in ids] if isinstance(ids, list) else []
+
+    def _wait(self, pending: list[JournalOp], report: RunReport) -> dict[str, JournalOp]:
+        """Poll import activities until they finish or the configured wait is over."""
+        budget = self.settings.constant_contact.activity_wait_seconds
+        waited = 0.0
+        out: dict[str, JournalOp] = {}
+        waiting = list(pending)
+        delays = iter(POLL_DELAYS)
+        while waiting:
+            # The schedule, not the wall clock, bounds the polls: a fixed, small number of
+            # requests per wait whatever the machine's speed.
+            delay = next(delays, POLL_DELAYS[-1])
+            if waited + delay > budget:
+                break
+            waited += delay
+            self.sleep(delay)
+            still = []
+            for op in waiting:
+                assert op.activity_id is not None
+                try:
+                    status = self.api.get_activity(op.activity_id)
+                except RequestRefused as exc:
+                    if exc.status != 404:
+                        raise
+                    # Constant Contact keeps activities 10 days; re-importing is a harmless upsert.
+                    out[op.op_id] = self._give_up(
+                        op, "the import activity is no longer known to Constant Contact"
+                    )
+                    continue
+                if status.finished:
+                    result = _activity_result(status)
+                    new_state = "done" if status.state == "completed" else "failed"
+                    if new_state == "failed":
+                        result["error"] = f"import activity {status.state} in Constant Contact"
+                        result["retry"] = True
+                    self.state.update_op(op.op_id, state=new_state, result=result)
+                    out[op.op_id] = _op(op, state=new_state, result=result)
+                    report.activities.append({"activity_id": op.activity_id, **result})
+                else:
+                    still.append(op)
+            waiting = still
+        now = self.clock()
+        for op in waiting:
+            posted = datetime.fromisoformat(op.posted_at) if op.posted_at else now
+            if now - posted > STUCK_AFTER:
+                hours = int(STUCK_AFTER.total_seconds() // 3600)
+                out[op.op_id] = self._give_up(op, f"the import did not finish within {hours} hours")
+            else:
+                report.activities.append({"activity_id": op.activity_id, "state": "processing"})
+        return out
+
+    def _give_up(self, op: JournalOp, why: str) -> JournalOp:
+        """Stop waiting for an activity: its people go to the retry queue, so nothing is lost."""
+        log.warning("import_abandoned", activity_id=op.activity_id, reason=why)
+        result = {
+            "error": f"{why} (activity {op.activity_id}); tried again next run",
+            "retry": True,
+        }
+        self.state.update_op(op.op_id, state="failed", result=result)
+        return _op(op, state="failed", result=result)
+
+    def _commit(self, journal: Journal, ops: Mapping[str, JournalOp], report: RunReport) -> None:
+        """Final outcomes from the op results, then one transaction for everything."""
+        attempts = {int(k): int(v) for k, v in journal.batch.get("attempts", {}).items()}
+        outcomes: list[dict[str, Any]] = []
+        requeue: dict[int, str] = {}
+        row_errors = _import_row_errors(ops, report)
+        for planned in journal.batch["outcomes"]:
+            outcome = dict(planned)
+            op = ops.get(outcome.get("op_id") or "")
+            if op is not None:
+                _apply_op_result(outcome, op, row_errors)
+            if outcome["action"] == DEFERRED:
+                tried = max((attempts.get(s, 0) for s in outcome["seqs"]), default=0) + 1
+                if tried >= MAX_ATTEMPTS:
+                    outcome["action"] = "reject"
+                    outcome["reason"] += f" (gave up after {tried} attempts)"
+                else:
+                    requeue.update(dict.fromkeys(outcome["seqs"], outcome["reason"]))
+            outcomes.append(outcome)
+        facts = journal.batch.get("people", {})
+        transactions = []
+        by_email = {o["email_key"]: o for o in outcomes if o.get("email_key")}
+        for email_key, fact in facts.items():
+            final = by_email.get(email_key)
+            created = bool(final and final["action"] == "create")
+            for txn, signed in fact["transactions"]:
+                transactions.append((txn, email_key, bool(signed), created))
+        mirror = self._mirror_updates(outcomes)
+        self.state.commit_batch(
+            batch_id=journal.batch_id,
+            run_id=self.run_id,
+            outcomes=outcomes,
+            checkpoint=journal.batch.get("checkpoint"),
+            done_retry_seqs=list(attempts),
+            requeue=requeue,
+            attempts=attempts,
+            transactions=transactions,
+            mirror=mirror,
+            meta=self._commit_meta(journal, ops),
+        )
+        report.outcomes.extend(outcomes)
+        log.info(
+            "batch_committed",
+            batch=journal.batch_id,
+            outcomes=len(outcomes),
+            checkpoint=journal.batch.get("checkpoint"),
+        )
+
+    def _commit_meta(self, journal: Journal, ops: Mapping[str, JournalOp]) -> dict[str, str]:
+        """Meta written with a batch: backfill progress, and the import activities it owns."""
+        meta: dict[str, str] = {}
+        if progress := journal.batch.get("progress"):
+            meta[str(progress[0])] = str(progress[1])
+        owned = [op.activity_id for op in ops.values() if op.activity_id]
+        if owned:
+            kept = [i for i in self._committed_imports() if i not in owned] + owned
+            meta[COMMITTED_IMPORTS] = json.dumps(kept[-COMMITTED_IMPORTS_KEPT:])
+        return meta
+
+    def _mirror_updates(self, outcomes: Iterable[Mapping[str, Any]]) -> list[MirrorEntry]:
+        """What flipsync now expects Constant Contact to hold, until the next refresh reads it."""
+        written = [
+            o for o in outcomes if o["action"] in ("create", "update") and o.get("email_key")
+        ]
+        current = self.state.mirror_get(o["email_key"] for o in written)
+        now = iso(self.clock())
+        entries = []
+        for o in written:
+            before = current.get(o["email_key"])
+            lists = set(before.list_ids if before else ()) | set(o.get("list_ids", []))
+            entries.append(
+                MirrorEntry(
+                    email_key=o["email_key"],
+                    contact_id=o.get("contact_id") or (before.contact_id if before else None),
+                    permission=o.get("status_after")
+                    or (before.permission if before else "implicit"),
+                    deleted=False,
+                    list_ids=frozenset(lists),
+                    updated_at=None,
+                    seen_at=now,
+                )
+            )
+        return entries
+
+
+def _op(op: JournalOp, **changes: Any) -> JournalOp:
+    return replace(op, **changes)
+
+
+def _import_fits(activity: ActivityStatus, rows: int) -> bool:
+    """Whether an activity's counts fit an import of `rows` contacts.
+
+    items_total_count (rows, plus one for the header CC counts) is known from the start;
+    person_count only once the import finished, and it leaves out rows CC refused. With no
+    counts at all, only an activity that is still starting or processing can be ours.
+    """
+    if activity.items_total_count:
+        return activity.items_total_count in (rows, rows + 1)
+    if activity.person_count:
+        return activity.person_count == rows
+    return activity.state in ("initialized", "processing")
+
+
+def _activity_result(status: ActivityStatus) -> dict[str, Any]:
+    return {
+        "state": status.state,
+        "person_count": status.person_count,
+        "error_count": status.error_count,
+        "correctable_count": status.correctable_count,
+        "cannot_add_to_list_count": status.cannot_add_to_list_count,
+        "errors": list(status.errors),
+    }
+
+
+def _import_row_errors(ops: Mapping[str, JournalOp], report: RunReport) -> dict[str, str]:
+    """Match import activity errors to people (by email in the message, else by its line).
+
+    Constant Contact reports import errors only as free text. Unmatched errors and
+    counts become run warnings so nothing disappears silently.
+    """
+    matched: dict[str, str] = {}
+    for op in ops.values():
+        if op.kind != "json_import" or op.state != "done" or not op.result:
+            continue
+        rows = op.body["import_data"]
+        emails = [str(r.get("email", "")).lower() for r in rows]
+        unmatched = 0
+        for message in op.result.get("errors", []):
+            text = str(message)
+            hit = next((e for e in emails if e and e in text.lower()), None)
+            if hit is None:
+                # Constant Contact counts a header row (items_total_count is rows + 1), so the
+                # first contact of the import is line 2.
+                line = _LINE_RE.search(text)
+                if line and 2 <= int(line.group(1)) <= len(emails) + 1:
+                    hit = emails[int(line.group(1)) - 2]
+            if hit:
+                matched[hit] = text
+            else:
+                unmatched += 1
+                report.warnings.append(f"import {op.activity_id}: {text}")
+        counted = (op.result.get("error_count") or 0) + (op.result.get("correctable_count") or 0)
+        if counted > len(op.result.get("errors", [])):
+            report.warnings.append(
+                f"import {op.activity_id}: {counted} row error(s) reported, "
+                f"{counted - len(op.result.get('errors', []))} without a message"
+            )
+        blocked = op.result.get("cannot_add_to_list_count") or 0
+        if blocked:
+            report.warnings.append(
+                f"import {op.activity_id}: {blocked} contact(s) were unsubscribed in Constant "
+                "Contact by the time the import ran and were not added to lists"
+            )
+    return matched
+
+
+def _apply_op_result(outcome: dict[str, Any], op: JournalOp, row_errors: Mapping[str, str]) -> None:
+    result: dict[str, Any] = op.result or {}
+    if op.state == "done":
+        if outcome.get("email_key") in row_errors:
+            outcome["action"] = "reject"
+            outcome["status_after"] = (
+                outcome["status_before"] if outcome["status_before"] != "new" else None
+            )
+            outcome["reason"] = f"Constant Contact import error: {row_errors[outcome['email_key']]}"
+            return
+        if result.get("contact_id"):
+            outcome["contact_id"] = result["contact_id"]
+        if (
+            op.kind == "sign_up_form"
+            and outcome["action"] == "create"
+            and result.get("created") is False
+        ):
+            outcome["action"] = "update"
+            outcome["reason"] += "; Constant Contact already had this contact"
+        return
+    if op.state == "cancelled":
+        outcome["action"] = "skip"
+        outcome["reason"] = str(result.get("cancelled", "cancelled"))
+        outcome["status_after"] = outcome["status_before"]
+        return
+    outcome["action"] = DEFERRED if result.get("retry") else "reject"
+    outcome["status_after"] = (
+        outcome["status_before"] if outcome["status_before"] != "new" else None
+    )
+    outcome["reason"] = str(result.get("error", "failed"))
