@@ -414,12 +414,19 @@ def explain(ctx: Context, email: str, as_json: bool) -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="For monitors: list problems (failing runs, stale inbox, expiring login) and exit "
+    f"{int(ExitCode.UNHEALTHY)} if there are any.",
+)
 @pass_ctx
 @handle_errors
-def status(ctx: Context, as_json: bool) -> None:
+def status(ctx: Context, as_json: bool, check: bool) -> None:
     """Where this organization stands: checkpoint, inbox, pending imports, recent runs."""
     settings = ctx.settings
     with open_state(settings, create=False) as state:
+        found = _health(settings, state)
         info = {
             "organization": settings.organization,
             "state_file": str(settings.state_file),
@@ -442,12 +449,41 @@ def status(ctx: Context, as_json: bool) -> None:
                 {k: r[k] for k in ("run_id", "kind", "started_at", "status")}
                 for r in state.recent_runs(5)
             ],
+            "problems": found,
         }
     if as_json:
         click.echo(json.dumps(info, indent=2))
-        return
-    for key, value in info.items():
-        click.echo(f"{key}: {value}")
+    else:
+        for key, value in info.items():
+            if key != "problems":
+                click.echo(f"{key}: {value}")
+        for problem in found:
+            click.echo(f"problem: {problem}")
+    if check and found:
+        sys.exit(int(ExitCode.UNHEALTHY))
+
+
+def _health(settings: Settings, state: StateDB) -> list[str]:
+    from datetime import datetime
+
+    from flipsync.ctct.auth import read_token_file, token_status
+    from flipsync.health import problems
+
+    token: dict[str, Any] | None = None
+    token_error = None
+    try:
+        token = token_status(read_token_file(settings.constant_contact.token_file), utcnow())
+    except FlipsyncError as exc:
+        token_error = str(exc)
+    oldest = state.oldest_waiting()
+    return problems(
+        now=utcnow(),
+        runs=state.recent_runs(5),
+        oldest_waiting=datetime.fromisoformat(oldest) if oldest else None,
+        open_batches=[datetime.fromisoformat(j.created_at) for j in state.open_journals()],
+        token=token,
+        token_error=token_error,
+    )
 
 
 def _usage(settings: Settings) -> dict[str, Any]:

@@ -22,6 +22,7 @@ class ExitCode(IntEnum):
     QUOTA = 5
     REAUTH = 6
     REFUSED = 7
+    UNHEALTHY = 8
     INTERRUPTED = 130
 
 

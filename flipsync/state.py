@@ -395,6 +395,13 @@ class StateDB:
         params.append(limit)
         return [_inbox_row(r) for r in self._conn.execute(query, params).fetchall()]
 
+    def oldest_waiting(self) -> str | None:
+        """When the oldest record after the checkpoint arrived (None: nothing waits)."""
+        row = self._conn.execute(
+            "SELECT min(received_at) FROM inbox WHERE seq > ?", (self.checkpoint,)
+        ).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
     def inbox_count(self) -> int:
         """How many payloads the inbox holds."""
         return int(self._conn.execute("SELECT count(*) FROM inbox").fetchone()[0])
