@@ -57,7 +57,6 @@ class FieldMap:
     transaction_date: str = "AD_transaction_date"
     campaign_id: str = "AD_campaign_id"
     campaign_title: str = "AD_campaign_title"
-    individual_or_business: str = "PD_individual_or_bussiness"
     first_name: str = "PD_first_name"
     last_name: str = "PD_last_name"
     business_name: str = "PD_business_name"
