@@ -49,7 +49,11 @@ def test_parse_maps_configured_fields_and_keeps_unknown_ones() -> None:
     assert rec.email_key == "ada@example.org"
     assert rec.flipcause_contact_id == "CID638-" + data["webhook_record_id"]
     assert rec.activity_kind == "donation"
-    assert rec.extra == {"CF_question": "yes", "DD_giving_level": "Gold"}
+    assert rec.extra == {
+        "CF_question": "yes",
+        "DD_giving_level": "Gold",
+        "PD_individual_or_bussiness": "Individual",
+    }
     assert rec.address.city == "Boston"
 
     renamed = settings_from(config_dict(flipcause={"fields": {"email": "Email Address"}}))
