@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,22 @@ class TestPagination:
         assert query(rsps.calls[0]) == {"limit": "500"}
         assert f"{HOST}/v3/contact_lists?cursor=abc" == rsps.calls[1].request.url
         assert rsps.calls[1].request.headers["Authorization"] == "Bearer access-1"
+
+    def test_next_links_keep_a_base_path_prefix(
+        self, settings: ClientSettings, rsps: responses.RequestsMock
+    ) -> None:
+        """Behind a proxy or stand-in at /cc/v3, a '/v3/...' next href stays under /cc."""
+        prefixed = replace(settings, api_base_url=f"{HOST}/cc/v3")
+        rsps.get(
+            f"{HOST}/cc/v3/contact_lists",
+            json={
+                "lists": [{"list_id": "l1", "name": "Donors"}],
+                "_links": {"next": {"href": "/v3/contact_lists?cursor=abc"}},
+            },
+        )
+        rsps.get(f"{HOST}/cc/v3/contact_lists", json={"lists": [{"list_id": "l2", "name": "B"}]})
+        assert len(make_client(prefixed).list_lists()) == 2
+        assert rsps.calls[1].request.url == f"{HOST}/cc/v3/contact_lists?cursor=abc"
 
     def test_custom_fields(self, settings: ClientSettings, rsps: responses.RequestsMock) -> None:
         """Custom fields are read 100 per page."""

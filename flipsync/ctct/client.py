@@ -323,9 +323,21 @@ class ConstantContactClient:
         return self._base + path
 
     def _resolve(self, href: str) -> str:
-        """Turn a ``_links.next.href`` (path-relative, "/v3/...") into a URL on our API host."""
+        """Turn a ``_links.next.href`` (path-relative, "/v3/...") into a URL on our API host.
+
+        CC's hrefs start with its own base path ("/v3/contacts?cursor=..."). When the API is
+        reached under a longer path (a stand-in or proxy at ``https://host/cc/v3``), that
+        prefix is kept, so the link lands on the configured API and not beside it.
+        """
         base = urlsplit(self._base)
         if href.startswith("/"):
+            base_path = base.path.rstrip("/")
+            if (
+                base_path.endswith("/v3")
+                and href.startswith("/v3/")
+                and not href.startswith(base_path + "/")
+            ):
+                href = base_path[: -len("/v3")] + href
             url = urljoin(f"{base.scheme}://{base.netloc}/", href)
         else:
             url = urljoin(self._base + "/", href)
