@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from flipsync.ctct.types import RemoteContact
+from flipsync.errors import UnexpectedResponse
 from flipsync.policy import Known
 from flipsync.ports import ConstantContactAPI
 from flipsync.state import MirrorEntry, StateDB, iso
@@ -36,6 +37,7 @@ OVERLAP = timedelta(minutes=2)
 MIRROR_COMPLETE = "mirror_complete"
 MIRROR_WATERMARK = "mirror_watermark"
 ACCOUNT_SIZE = "account_contacts"
+LOOKUPS_WITHOUT_COUNT = 25
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,12 @@ class Knowledge:
             return True
         size = self.state.get_meta(ACCOUNT_SIZE)
         if size is None:
-            total = self.api.count_contacts()
+            try:
+                total = self.api.count_contacts()
+            except UnexpectedResponse:
+                # No usable count: look up a handful, build the mirror for more.
+                log.warning("contact_count_unavailable", emails=count)
+                return count <= LOOKUPS_WITHOUT_COUNT
             self.state.save_mirror([], {ACCOUNT_SIZE: str(total)})
         else:
             total = int(size)

@@ -83,3 +83,19 @@ def test_lookup_strategy_lookup_never_pages(org: Org) -> None:
     report = org.run()
     assert kinds(report.requests)["contact_lookup"] == 6
     assert "contacts_page" not in report.requests
+
+
+def test_a_missing_count_falls_back_instead_of_failing(org: Org) -> None:
+    """A server that sends no contacts_count costs a guess, not the run."""
+    from unittest import mock
+
+    from flipsync.ctct.client import ConstantContactClient
+    from flipsync.errors import UnexpectedResponse
+
+    org.ingest([payload(f"m{i}@example.org") for i in range(4)])
+    with mock.patch.object(
+        ConstantContactClient, "count_contacts", side_effect=UnexpectedResponse("no count")
+    ):
+        report = org.run()
+    assert report.status == "ok"
+    assert report.knowledge == ["per-email lookups"]
