@@ -85,6 +85,7 @@ class Knowledge:
         self.strategy = strategy
         self.clock = clock
         self._refreshed = False
+        self.warnings: list[str] = []
 
     @property
     def mirror_complete(self) -> bool:
@@ -138,8 +139,37 @@ class Knowledge:
             if entry is not None and entry.email_key == key:
                 entries.append(entry)
                 found[key] = known_from_entry(entry)
+        self._check_expectations(entries)
         self.state.save_mirror(entries)
         return KnowledgeResult(found, "per-email lookups", len(keys))
+
+    def _check_expectations(self, entries: list[MirrorEntry]) -> None:
+        """Compare what flipsync expected after its sign-ups with what Constant Contact shows.
+
+        Mirror rows flipsync wrote itself (no updated_at yet) hold the status it expected.
+        A sign-up that ended pending_confirmation where explicit was expected (or the
+        reverse) means the confirmed_opt_in setting does not match the account.
+        """
+        expected = self.state.mirror_get(e.email_key for e in entries)
+        for entry in entries:
+            old = expected.get(entry.email_key)
+            if old is None or old.updated_at is not None or old.permission == entry.permission:
+                continue
+            if (old.permission, entry.permission) == ("explicit", "pending_confirmation"):
+                self._warn(
+                    "sign-ups end pending_confirmation: the account uses Confirmed Opt-In; set "
+                    "constant_contact.confirmed_opt_in: true so reports show it"
+                )
+            elif (old.permission, entry.permission) == ("pending_confirmation", "explicit"):
+                self._warn(
+                    "sign-ups end explicit: the account does not use Confirmed Opt-In; set "
+                    "constant_contact.confirmed_opt_in: false so reports show it"
+                )
+
+    def _warn(self, text: str) -> None:
+        if text not in self.warnings:
+            self.warnings.append(text)
+            log.warning("setting_mismatch", detail=text)
 
     def build(self) -> int:
         """Read every contact of the account into the mirror; returns pages read."""
@@ -173,6 +203,7 @@ class Knowledge:
         if complete:
             meta[MIRROR_COMPLETE] = "1"
             meta[ACCOUNT_SIZE] = str(len(entries))
+        self._check_expectations(entries)
         self.state.save_mirror(entries, meta, replace_all=complete)
         self._refreshed = True
         log.info("mirror_read", pages=pages, contacts=len(entries), full=complete)

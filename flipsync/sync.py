@@ -253,6 +253,7 @@ class Syncer:
             catalog = self.resolve_catalog()
             learnt = self.knowledge.known_for([p.email_key for p in people])
             report.knowledge.append(learnt.method)
+            report.warnings.extend(w for w in self.knowledge.warnings if w not in report.warnings)
             known = dict(learnt.known)
             if overlay:
                 # Dry runs commit nothing, so later batches see earlier ones through this overlay.

@@ -186,3 +186,25 @@ def test_confirmed_opt_in_account_reports_pending(org: Org, sandbox_config: Sand
     (outcome,) = [o for o in report.outcomes if o["email"] == "new-sub@example.org"]
     assert outcome["status_after"] == "pending_confirmation"
     assert final(org, "new-sub@example.org")[0] == "pending_confirmation"
+
+
+@pytest.mark.parametrize(
+    "sandbox_config",
+    [SandboxConfig(requests_per_second=0, activity_seconds=0, confirmed_opt_in=True)],
+)
+def test_confirmed_opt_in_mismatch_is_detected(org: Org, sandbox_config: SandboxConfig) -> None:
+    """Config says no Confirmed Opt-In, the account has it: the next run says which setting to fix."""
+    org.write_config(
+        run={"lookup_strategy": "mirror"},
+        policy={
+            "setup": "mailing_list_contacts",
+            "lists": {"new": ["Newsletter"], "existing": ["Existing"]},
+        },
+    )
+    org.ingest(batch({"new-sub@example.org"}))
+    first = org.run()
+    (outcome,) = [o for o in first.outcomes if o["email"] == "new-sub@example.org"]
+    assert outcome["status_after"] == "explicit"  # what the config led flipsync to expect
+    org.ingest([payload("another@example.org", activity="Mailing List", amount="")])
+    second = org.run()
+    assert any("set constant_contact.confirmed_opt_in: true" in w for w in second.warnings)
