@@ -1,13 +1,13 @@
-"""The interface the core needs from Constant Contact, so tests can drive it with fakes.
+"""The interface the core needs from Constant Contact, kept apart from HTTP.
 
-`flipsync.ctct.client.ConstantContactClient` implements it over HTTP; `tests/fakes.py`
-implements it in memory.
+`flipsync.ctct.client.ConstantContactClient` implements it; the core (sync, push, mirror)
+sees only this, so it never depends on requests and can be driven by any stand-in.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -58,6 +58,10 @@ class ConstantContactAPI(Protocol):
 
     def recent_activities(self, state: str | None = None, limit: int = 50) -> list[ActivityStatus]:
         """Activities of the last 10 days, newest first."""
+        ...
+
+    def find_import(self, sent_at: datetime, people: int, exclude: Collection[str]) -> str | None:
+        """The import activity an unanswered POST of `people` rows sent at `sent_at` made."""
         ...
 
     def sign_up(self, body: dict[str, Any]) -> SignUpResult:

@@ -37,10 +37,7 @@ POLL_DELAYS = (1.0, 1.0, 2.0, 3.0, 5.0, 8.0, 10.0)
 # An import still processing after this long is given up on and its people retried: a stuck
 # activity must not hold the checkpoint (and every later Flipcause record) for ever.
 STUCK_AFTER = timedelta(hours=6)
-# Resuming a post whose answer was lost: how far before the journaled post time an activity may
-# have been created (clock skew between this host and CC), and the meta key keeping the ids of
-# recently committed imports, so a resumed post never adopts another batch's activity.
-IMPORT_MATCH_SKEW = timedelta(minutes=2)
+# The ids of recently committed imports, so a resumed post never adopts another batch's activity.
 COMMITTED_IMPORTS = "committed_import_activities"
 COMMITTED_IMPORTS_KEPT = 200
 _LINE_RE = re.compile(r"\bline\s+(\d+)\b", re.IGNORECASE)
@@ -67,12 +64,28 @@ class Pusher:
         self.sleep = sleep
 
     def drive(self, journal: Journal, report: RunReport) -> bool:
-        """Send what the journal has not sent, wait for imports, commit when all are final."""
+        """Send what the journal has not sent, wait for imports, commit when all are final.
+
+        A batch left by an earlier run is not sent from its old plan: minutes or days may
+        have passed (a crash, the daily quota, a lost login), and a person may have
+        unsubscribed or been deleted since. Requests it never sent, and sign-ups or
+        creates whose answer was lost, go to the retry queue and are decided again with
+        fresh data; an import whose answer was lost is found among recent activities
+        (or decided again when it is not there).
+        """
         resumed = journal.run_id != self.run_id
         ops = {op.op_id: op for op in journal.ops}
         for op in journal.ops:
-            if op.state in ("planned", "posting"):
-                ops[op.op_id] = self._send(journal, op, resumed=resumed)
+            if op.state not in ("planned", "posting"):
+                continue
+            if not resumed:
+                ops[op.op_id] = self._send(op)
+            elif op.state == "posting" and op.kind == "json_import":
+                ops[op.op_id] = self._adopt_or_defer(op)
+            else:
+                ops[op.op_id] = self._fail(
+                    op, "planned by an earlier run that stopped; decided again with fresh data"
+                )
         pending = [op for op in ops.values() if op.state == "posted"]
         if pending:
             finished = self._wait(pending, report)
@@ -82,80 +95,76 @@ class Pusher:
         self._commit(journal, ops, report)
         return True
 
-    def _send(self, journal: Journal, op: JournalOp, *, resumed: bool) -> JournalOp:
+    def _send(self, op: JournalOp) -> JournalOp:
+        """Send one request of this run's plan and record how far it got."""
         body = op.body
-        if op.kind == "json_import":
-            if op.state == "posting":
-                adopted = self._find_posted_import(op)
-                if adopted is not None:
-                    self.state.update_op(op.op_id, state="posted", activity_id=adopted)
-                    return _op(op, state="posted", activity_id=adopted)
-            self.state.update_op(op.op_id, state="posting", posted_at=iso(self.clock()))
-            activity_id = self.api.start_json_import(body["import_data"], body["list_ids"])
-            self.state.update_op(op.op_id, state="posted", activity_id=activity_id)
-            log.info("import_started", activity_id=activity_id, contacts=len(body["import_data"]))
-            return _op(op, state="posted", activity_id=activity_id)
-        result: dict[str, Any]
-        if resumed and op.kind == "sign_up_form":
-            # Time has passed since the plan: the person may have unsubscribed meanwhile, and
-            # the sign-up form would resubscribe them. Look once more before sending.
-            contact = self.api.lookup_contact(body["email_address"])
-            if contact is not None and contact.permission == "unsubscribed":
-                result = {"cancelled": "unsubscribed in Constant Contact since the plan was made"}
-                self.state.update_op(op.op_id, state="cancelled", result=result)
-                return _op(op, state="cancelled", result=result)
-        was_posting = op.state == "posting"
         self.state.update_op(op.op_id, state="posting", posted_at=iso(self.clock()))
+        result: dict[str, Any]
         try:
+            if op.kind == "json_import":
+                activity_id = self.api.start_json_import(body["import_data"], body["list_ids"])
+                self.state.update_op(op.op_id, state="posted", activity_id=activity_id)
+                log.info(
+                    "import_started", activity_id=activity_id, contacts=len(body["import_data"])
+                )
+                return _op(op, state="posted", activity_id=activity_id)
             if op.kind == "sign_up_form":
                 signed = self.api.sign_up(body)
-                result = {
-                    "contact_id": signed.contact_id,
-                    "created": signed.created,
-                }
+                result = {"contact_id": signed.contact_id, "created": signed.created}
             else:
                 result = {"contact_id": self.api.create_contact(body), "created": True}
         except ContactExists as exc:
-            if was_posting or exc.after_uncertain_post:
+            if exc.after_uncertain_post:
                 result = {
                     "contact_id": exc.contact_id,
                     "created": True,
                     "note": "created by an earlier attempt",
                 }
             else:
-                email = body["email_address"]["address"]
-                contact = self.api.lookup_contact(email)
-                if contact is not None:
-                    entry = entry_from_remote(contact, self.clock())
-                    if entry is not None:
-                        self.state.save_mirror([entry])
-                result = {
-                    "error": "Constant Contact already has this email (added since flipsync's check, "
-                    "or deleted there); decided again next run",
-                    "retry": True,
-                }
-                self.state.update_op(op.op_id, state="failed", result=result)
-                return _op(op, state="failed", result=result)
+                self._remember(body["email_address"]["address"])
+                return self._fail(
+                    op,
+                    "Constant Contact already has this email (added since flipsync's check, or "
+                    "deleted there); decided again next run",
+                )
         except RequestRefused as exc:
-            result = {"error": f"Constant Contact refused it: {exc}", "retry": False}
-            self.state.update_op(op.op_id, state="failed", result=result)
-            return _op(op, state="failed", result=result)
+            # A list deleted after the plan (404) may come back; anything else will not.
+            return self._fail(op, f"Constant Contact refused it: {exc}", retry=exc.status == 404)
         self.state.update_op(op.op_id, state="done", result=result)
         return _op(op, state="done", result=result)
 
-    def _find_posted_import(self, op: JournalOp) -> str | None:
-        """After a crash between POST and recording its answer, find the activity it made.
+    def _adopt_or_defer(self, op: JournalOp) -> JournalOp:
+        """An import posted by a run that died before the answer: adopt its activity or defer."""
+        adopted = self._find_posted_import(op)
+        if adopted is None:
+            return self._fail(
+                op, "an earlier run's import got no answer; decided again with fresh data"
+            )
+        self.state.update_op(op.op_id, state="posted", activity_id=adopted)
+        return _op(op, state="posted", activity_id=adopted)
 
-        Adopts the newest contacts-import activity that (1) no other journaled op and no
-        recently committed batch owns, (2) was created no earlier than IMPORT_MATCH_SKEW before
-        the journaled post time, and (3) fits the op's row count (`_import_fits`). No match:
-        post again, which costs requests but no data because an import is an upsert by email.
-        Adopting a wrong activity would lose the op's people, hence the ownership rule.
+    def _fail(self, op: JournalOp, why: str, *, retry: bool = True) -> JournalOp:
+        """Close an op unsent (or unconfirmed): its people are deferred, or rejected."""
+        result = {"error": why, "retry": retry}
+        self.state.update_op(op.op_id, state="failed", result=result)
+        return _op(op, state="failed", result=result)
+
+    def _remember(self, email: str) -> None:
+        """Learn what CC has for an email the plan thought was new, for the next decision."""
+        contact = self.api.lookup_contact(email)
+        entry = entry_from_remote(contact, self.clock()) if contact is not None else None
+        if entry is not None:
+            self.state.save_mirror([entry])
+
+    def _find_posted_import(self, op: JournalOp) -> str | None:
+        """The activity of an import whose POST was journaled but whose answer was lost.
+
+        The client's matching rule applies; activities that other journaled ops or recently
+        committed batches own are excluded, because adopting another batch's activity would
+        mark this op's people synced when they never were.
         """
         if not op.posted_at:
             return None
-        since = datetime.fromisoformat(op.posted_at) - IMPORT_MATCH_SKEW
-        count = len(op.body["import_data"])
         owned = set(self._committed_imports())
         owned.update(
             o.activity_id
@@ -163,17 +172,12 @@ class Pusher:
             for o in j.ops
             if o.activity_id and o.op_id != op.op_id
         )
-        for activity in self.api.recent_activities(limit=50):
-            created = activity.created_at
-            if (
-                activity.activity_id not in owned
-                and created is not None
-                and created >= since
-                and _import_fits(activity, count)
-            ):
-                log.info("import_adopted", activity_id=activity.activity_id)
-                return activity.activity_id
-        return None
+        found = self.api.find_import(
+            datetime.fromisoformat(op.posted_at), len(op.body["import_data"]), owned
+        )
+        if found is not None:
+            log.info("import_adopted", activity_id=found)
+        return found
 
     def _committed_imports(self) -> list[str]:
         """Activity ids of the most recently committed imports, oldest first."""
@@ -237,12 +241,7 @@ class Pusher:
     def _give_up(self, op: JournalOp, why: str) -> JournalOp:
         """Stop waiting for an activity: its people go to the retry queue, so nothing is lost."""
         log.warning("import_abandoned", activity_id=op.activity_id, reason=why)
-        result = {
-            "error": f"{why} (activity {op.activity_id}); tried again next run",
-            "retry": True,
-        }
-        self.state.update_op(op.op_id, state="failed", result=result)
-        return _op(op, state="failed", result=result)
+        return self._fail(op, f"{why} (activity {op.activity_id}); tried again next run")
 
     def _commit(self, journal: Journal, ops: Mapping[str, JournalOp], report: RunReport) -> None:
         """Final outcomes from the op results, then one transaction for everything."""
@@ -331,20 +330,6 @@ class Pusher:
 
 def _op(op: JournalOp, **changes: Any) -> JournalOp:
     return replace(op, **changes)
-
-
-def _import_fits(activity: ActivityStatus, rows: int) -> bool:
-    """Whether an activity's counts fit an import of `rows` contacts.
-
-    items_total_count (rows, plus one for the header CC counts) is known from the start;
-    person_count only once the import finished, and it leaves out rows CC refused. With no
-    counts at all, only an activity that is still starting or processing can be ours.
-    """
-    if activity.items_total_count:
-        return activity.items_total_count in (rows, rows + 1)
-    if activity.person_count:
-        return activity.person_count == rows
-    return activity.state in ("initialized", "processing")
 
 
 def _activity_result(status: ActivityStatus) -> dict[str, Any]:

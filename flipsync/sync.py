@@ -89,9 +89,9 @@ class Syncer:
     def run(self, *, dry_run: bool = False, max_batches: int | None = None) -> RunReport:
         """Finish any journaled work, then process the inbox after the checkpoint."""
         with self._recorded("live", dry_run) as report:
-            # Records this run sends to the retry queue wait for the next run, not this one.
-            retries = self.state.retry_seqs()
             if dry_run or self._finish_journals("live", report):
+                # Read after the journals: finishing a batch settles or adds retries.
+                retries = self.state.retry_seqs()
                 self._process_inbox(report, retries, dry_run=dry_run, max_batches=max_batches)
         return report
 
@@ -142,24 +142,25 @@ class Syncer:
         batches = 0
         while max_batches is None or batches < max_batches:
             rows = self.state.inbox_after(after, batch_size)
-            retry_rows = self.state.inbox_by_seqs(sorted(retries)) if retries else []
-            retry_rows = [r for r in retry_rows if r.seq <= after]
+            # A queued record past the checkpoint (a backfill deferred it) comes with the new
+            # rows; it still counts as a retry, so its queue entry is settled with it.
+            retry_rows = self.state.inbox_by_seqs(sorted(s for s in retries if s <= after))
             if not rows and not retry_rows:
                 return
             batches += 1
             report.records_read += len(rows) + len(retry_rows)
             report.records_retried += len(retry_rows)
             last_seq = rows[-1].seq if rows else None
+            batch = retry_rows + rows
             done = self.process_rows(
-                retry_rows + rows,
+                batch,
                 report,
                 kind="live",
                 dry_run=dry_run,
                 checkpoint=last_seq,
-                attempts={r.seq: retries[r.seq] for r in retry_rows},
+                attempts={r.seq: retries.pop(r.seq) for r in batch if r.seq in retries},
                 overlay=overlay if dry_run else None,
             )
-            retries = {}
             if not done:
                 waiting(report)
                 return

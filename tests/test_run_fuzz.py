@@ -88,5 +88,8 @@ def test_run_survives_hostile_payloads_and_keeps_the_good_ones(
             assert box.contact_by_email(p["PD_email"]) is not None
         assert all(o["reason"] for o in report.outcomes)
         with org.state() as state:
-            assert state.checkpoint == state.inbox_count() == ingested.added
+            stored = state.inbox_after(0, 10_000)
+            assert len(stored) == ingested.added
+            # seqs may have gaps (a duplicate insert still uses one up): compare with the last
+            assert state.checkpoint == stored[-1].seq
             assert state.open_journals() == []

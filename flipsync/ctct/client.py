@@ -20,9 +20,9 @@ have taken effect anyway (``OutcomeUnknown``), so it is never simply sent again:
      sent (room for clock skew between this host and CC);
   3. it looks like a contacts import: no ``status.list_count`` (list-membership jobs) and no
      ``_links.results`` (exports);
-  4. its counts fit: ``person_count`` equals the number of rows sent; or, when CC has not
-     counted people yet, ``items_total_count`` is that number (or one more, for a header row);
-     or, when there are no counts at all, it is still ``initialized`` or ``processing``.
+  4. its counts fit: ``items_total_count`` is the number of rows sent (or one more, for CC's
+     header row); or, without it, ``person_count`` equals that number; or, when there are no
+     counts at all, it is still ``initialized`` or ``processing``.
 
   The residual risk is a second import of the same rows when CC registers the first one only
   after the check. Imports are upserts by email, so that costs requests, not data.
@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from urllib.parse import quote, urljoin, urlsplit
@@ -384,13 +384,27 @@ class ConstantContactClient:
             params["state"] = state
         return _items(self._get("activities_list", self._url("/activities"), params), "activities")
 
-    def _find_import(self, sent_at: datetime, people: int) -> str | None:
+    def _find_import(
+        self, sent_at: datetime, people: int, exclude: Collection[str] = ()
+    ) -> str | None:
         """The id of an import that the uncertain POST sent at ``sent_at`` created, if any."""
         since = sent_at - IMPORT_MATCH_SKEW
+        claimed = self._claimed_activities | set(exclude)
         for raw in self._recent_activities(None, 50):
-            if import_matches(raw, people=people, since=since, claimed=self._claimed_activities):
+            if import_matches(raw, people=people, since=since, claimed=claimed):
                 return str(raw["activity_id"])
         return None
+
+    def find_import(self, sent_at: datetime, people: int, exclude: Collection[str]) -> str | None:
+        """After a crash between an import POST and its answer: the activity it made, if any.
+
+        Same rule as the in-process search (module docstring); ``exclude`` names activities
+        the caller knows belong to other batches.
+        """
+        found = self._find_import(sent_at, people, exclude)
+        if found is not None:
+            self._claimed_activities.add(found)
+        return found
 
 
 def import_matches(
@@ -410,12 +424,14 @@ def import_matches(
     links = _dict(raw.get("_links"))
     if "list_count" in status or "results" in links:
         return False
-    person_count = status.get("person_count")
-    if isinstance(person_count, int) and person_count > 0:
-        return person_count == people
+    # items_total_count counts every row sent (plus CC's header row) from the start;
+    # person_count only the rows CC accepted, once it finished.
     total = status.get("items_total_count")
     if isinstance(total, int) and total > 0:
         return total in (people, people + 1)
+    person_count = status.get("person_count")
+    if isinstance(person_count, int) and person_count > 0:
+        return person_count == people
     return raw.get("state") in ("initialized", "processing")
 
 
