@@ -84,7 +84,6 @@ class Knowledge:
         self.api = api
         self.strategy = strategy
         self.clock = clock
-        self._refreshed = False
         self.warnings: list[str] = []
 
     @property
@@ -100,7 +99,9 @@ class Knowledge:
         if self.strategy == "lookup":
             return self._lookups(keys)
         if self.mirror_complete:
-            requests = 0 if self._refreshed else self.refresh()
+            # Every batch reads what changed since the last read, just before its decisions:
+            # someone who unsubscribed a minute ago must not be sent to the sign-up form.
+            requests = self.refresh()
             return self._from_mirror(keys, "mirror refresh", requests)
         if self.strategy == "mirror" or not self._lookups_cheaper(len(keys)):
             requests = self.build()
@@ -205,6 +206,5 @@ class Knowledge:
             meta[ACCOUNT_SIZE] = str(len(entries))
         self._check_expectations(entries)
         self.state.save_mirror(entries, meta, replace_all=complete)
-        self._refreshed = True
         log.info("mirror_read", pages=pages, contacts=len(entries), full=complete)
         return pages

@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
+from flipsync.cli import build_client
 from flipsync.sandbox import SandboxConfig
+from flipsync.sync import Syncer
 from tests.conftest import Org
 from tests.helpers import payload
 
@@ -208,3 +210,37 @@ def test_confirmed_opt_in_mismatch_is_detected(org: Org, sandbox_config: Sandbox
     org.ingest([payload("another@example.org", activity="Mailing List", amount="")])
     second = org.run()
     assert any("set constant_contact.confirmed_opt_in: true" in w for w in second.warnings)
+
+
+def test_unsubscribe_during_a_long_run_is_seen_before_the_next_batch(org: Org) -> None:
+    """Each batch re-reads what changed: someone who unsubscribes mid-run is not signed up."""
+    org.write_config(
+        run={"lookup_strategy": "mirror", "batch_size": 2},
+        policy={
+            "setup": "mailing_list_contacts",
+            "lists": {"new": ["Newsletter"], "existing": ["Existing"]},
+        },
+    )
+    org.sandbox.add_contact("bob@example.org", permission="implicit")
+    org.sandbox.add_contact("first@example.org", permission="explicit")  # an import to wait for
+    org.ingest(
+        [
+            payload("first@example.org", txn="T1", activity="Mailing List", amount=""),
+            payload("other@example.org", txn="T2", activity="Mailing List", amount=""),
+            payload("bob@example.org", txn="T3", activity="Mailing List", amount=""),
+        ]
+    )
+    unsubscribed: list[str] = []
+
+    def sleep(_: float) -> None:  # the first batch waits for its import: bob unsubscribes now
+        if not unsubscribed:
+            org.sandbox.unsubscribe("bob@example.org")
+            unsubscribed.append("bob")
+
+    settings = org.settings()
+    with org.state() as state:
+        report = Syncer(settings, state, build_client(settings), sleep=sleep).run()
+    assert unsubscribed == ["bob"]
+    (bob,) = [o for o in report.outcomes if o["email"] == "bob@example.org"]
+    assert bob["action"] == "skip" and "unsubscribed" in bob["reason"]
+    assert final(org, "bob@example.org")[0] == "unsubscribed"
