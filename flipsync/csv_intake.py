@@ -131,9 +131,10 @@ def parse_csv_text(text: str, name: str, settings: FlipcauseSettings) -> Iterato
     """Yield a CsvRow (or a BadItem with file and line) per non-blank row of an export.
 
     Raises InputError, before yielding anything, when the header is missing or lacks
-    the email column. Record keys: `csv:<transaction id>:<email>` when the export has
-    a transaction id column (`#2`, `#3`... for further rows with the same pair in the
-    same file), else `csv:sha256:<hash of the row's non-empty cells>`.
+    the email column. Record keys come from the row's content, so re-ingesting a fixed or
+    reordered export adds only what is new: `csv:<transaction id>:<email>:<content hash>`
+    when the export has a transaction id column, else `csv:sha256:<content hash>` (the
+    hash of the row's non-empty cells); identical rows in one file get `#2`, `#3`...
     """
     reader = csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""), strict=False)
     header: list[str] | None = None
@@ -172,14 +173,17 @@ def parse_csv_text(text: str, name: str, settings: FlipcauseSettings) -> Iterato
             )
             continue
         payload = _payload(row, layout)
+        content = _content_key(row, layout)
         if layout.transaction_field and str(payload[layout.transaction_field]).strip():
             txn = str(payload[layout.transaction_field]).strip()
             email = str(payload[layout.email_field]).strip().lower()
-            base = f"csv:{txn}:{email}"
-            seen[base] += 1
-            key = base if seen[base] == 1 else f"{base}#{seen[base]}"
+            base = f"csv:{txn}:{email}:{content.rsplit(':', 1)[1][:16]}"
         else:
-            key = _content_key(row, layout)
+            base = content
+        # Identical rows in one file are separate records (two equal gifts); numbering only
+        # those keeps every key tied to the row's content, whatever the order of the file.
+        seen[base] += 1
+        key = base if seen[base] == 1 else f"{base}#{seen[base]}"
         checked = check_item(payload, location)
         if isinstance(checked, BadItem):
             yield checked

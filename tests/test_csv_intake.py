@@ -96,14 +96,44 @@ def test_the_run_parses_csv_rows_exactly_like_webhooks() -> None:
     assert isinstance(business, FlipcauseRecord) and business.company_name == "Acme, Inc."
 
 
-def test_transaction_rows_key_by_transaction_and_email() -> None:
-    """With a Transaction ID column the key is csv:<id>:<email>; a repeat in the file gets #2."""
+def test_transaction_rows_key_by_transaction_email_and_content() -> None:
+    """With a Transaction ID column the key is csv:<id>:<email>:<content hash>."""
     keys = [r.record_key for r in rows(TRANSACTIONS)]
-    assert keys == [
+    assert [k.rsplit(":", 1)[0] for k in keys] == [
         "csv:T1137405:todd@example.org",
-        "csv:T1137405:todd@example.org#2",
+        "csv:T1137405:todd@example.org",
         "csv:T1137406:bo@example.org",
     ]
+    assert len(set(keys)) == 3
+
+
+SIMPLE_HEADER = "Transaction ID,Transaction Type,Email,Amount"
+SIMPLE_ROWS = [
+    "T1,Mailing List,ada@example.org,",
+    "T1,Donation,ada@example.org,$25.00",
+    "T2,Donation,bo@example.org,$10.00",
+]
+
+
+def test_fixed_or_reordered_export_adds_only_what_is_new(state: StateDB) -> None:
+    """Keys follow the row's content, not its place: a fixed row is added, nothing is lost."""
+    broken = "\n".join([SIMPLE_HEADER, "T1,Mailing List", *SIMPLE_ROWS[1:]]) + "\n"
+    first = ingest_csv_text(state, broken, name="t.csv", source="csv:t.csv", settings=SETTINGS)
+    assert (first.added, len(first.rejected)) == (2, 1)
+    reordered = "\n".join([SIMPLE_HEADER, *reversed(SIMPLE_ROWS)]) + "\n"
+    again = ingest_csv_text(state, reordered, name="t.csv", source="csv:t.csv", settings=SETTINGS)
+    assert (again.added, again.duplicates) == (1, 2)
+    kinds = sorted(r.payload["activity_type"] for r in state.inbox_after(0, 10))
+    assert kinds == ["Donation", "Donation", "Mailing List"]
+
+
+def test_identical_rows_in_one_file_are_both_kept() -> None:
+    """Two equal rows (two equal gifts) are two records: the second gets #2."""
+    keys = [
+        r.record_key
+        for r in rows("\n".join([SIMPLE_HEADER, SIMPLE_ROWS[1], SIMPLE_ROWS[1]]) + "\n")
+    ]
+    assert keys[1] == keys[0] + "#2"
 
 
 def test_contact_rows_key_by_content_regardless_of_column_order() -> None:
