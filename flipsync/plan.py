@@ -23,7 +23,7 @@ from flipsync.ctct.limits import (
     truncate,
 )
 from flipsync.people import Person
-from flipsync.policy import Action, Decision, Endpoint
+from flipsync.policy import Action, Decision, Endpoint, unchanged_status
 
 MAX_LISTS = 50
 
@@ -281,7 +281,7 @@ def _reject(decision: Decision, reason: str) -> Decision:
         decision,
         action=Action.REJECT,
         endpoint=Endpoint.NONE,
-        status_after=None if decision.status_before == "new" else decision.status_before,
+        status_after=unchanged_status(decision.status_before),
         lists=(),
         fields=(),
         reason=reason,

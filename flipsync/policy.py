@@ -51,6 +51,13 @@ class Endpoint(StrEnum):
 
 NEW = "new"
 DELETED = "deleted"
+
+
+def unchanged_status(status_before: str | None) -> str | None:
+    """The status a person ends with when nothing is written: none if they did not exist."""
+    return None if status_before in (None, NEW) else status_before
+
+
 UPGRADABLE = frozenset({"implicit", "not_set"})
 
 
@@ -117,7 +124,7 @@ def _skip(person: Person, status_before: str, reason: str) -> Decision:
         action=Action.SKIP,
         endpoint=Endpoint.NONE,
         status_before=status_before,
-        status_after=None if status_before in (NEW,) else status_before,
+        status_after=unchanged_status(status_before),
         lists=(),
         fields=(),
         reason=reason,

@@ -26,6 +26,7 @@ from flipsync.ctct.types import ActivityStatus
 from flipsync.errors import ContactExists, RequestRefused
 from flipsync.mirror import entry_from_remote
 from flipsync.outcomes import DEFERRED, RunReport
+from flipsync.policy import unchanged_status
 from flipsync.ports import ConstantContactAPI
 from flipsync.state import Journal, JournalOp, MirrorEntry, StateDB, iso, utcnow
 
@@ -390,9 +391,7 @@ def _apply_op_result(outcome: dict[str, Any], op: JournalOp, row_errors: Mapping
     if op.state == "done":
         if outcome.get("email_key") in row_errors:
             outcome["action"] = "reject"
-            outcome["status_after"] = (
-                outcome["status_before"] if outcome["status_before"] != "new" else None
-            )
+            outcome["status_after"] = unchanged_status(outcome["status_before"])
             outcome["reason"] = f"Constant Contact import error: {row_errors[outcome['email_key']]}"
             return
         if result.get("contact_id"):
@@ -405,13 +404,6 @@ def _apply_op_result(outcome: dict[str, Any], op: JournalOp, row_errors: Mapping
             outcome["action"] = "update"
             outcome["reason"] += "; Constant Contact already had this contact"
         return
-    if op.state == "cancelled":
-        outcome["action"] = "skip"
-        outcome["reason"] = str(result.get("cancelled", "cancelled"))
-        outcome["status_after"] = outcome["status_before"]
-        return
     outcome["action"] = DEFERRED if result.get("retry") else "reject"
-    outcome["status_after"] = (
-        outcome["status_before"] if outcome["status_before"] != "new" else None
-    )
+    outcome["status_after"] = unchanged_status(outcome["status_before"])
     outcome["reason"] = str(result.get("error", "failed"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -104,8 +105,17 @@ def render_table(outcomes: Iterable[Mapping[str, Any]]) -> str:
     return out.getvalue().rstrip("\n")
 
 
+def _private(path: Path) -> Path:
+    """Create (or empty) `path` as 0600 before writing: a decision record is personal data."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    os.close(fd)
+    return path
+
+
 def write_outcomes(path: Path, outcomes: Sequence[Mapping[str, Any]]) -> None:
-    """Write the decision record as CSV (by .csv suffix) or JSON (anything else)."""
+    """Write the decision record as CSV (by .csv suffix) or JSON (anything else), mode 0600."""
+    _private(path)
     if path.suffix.lower() == ".csv":
         with path.open("w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=OUTCOME_COLUMNS, extrasaction="ignore")

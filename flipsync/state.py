@@ -262,10 +262,12 @@ class StateDB:
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield self._conn
+            self._conn.execute("COMMIT")
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            # Also after a failed COMMIT (disk full, I/O error): never leave a transaction open.
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
             raise
-        self._conn.execute("COMMIT")
 
     # -- meta ---------------------------------------------------------------------------
 
@@ -379,22 +381,6 @@ class StateDB:
             ]
         return sorted(out, key=lambda r: r.seq)
 
-    def inbox_window(
-        self, since: str, until: str | None, after_seq: int, limit: int
-    ) -> list[InboxRow]:
-        """Payloads received in [since, until), after `after_seq`, for backfills."""
-        query = (
-            "SELECT seq, record_key, source, received_at, payload FROM inbox "
-            "WHERE received_at >= ? AND seq > ?"
-        )
-        params: list[Any] = [since, after_seq]
-        if until is not None:
-            query += " AND received_at < ?"
-            params.append(until)
-        query += " ORDER BY seq LIMIT ?"
-        params.append(limit)
-        return [_inbox_row(r) for r in self._conn.execute(query, params).fetchall()]
-
     def oldest_waiting(self) -> str | None:
         """When the oldest record after the checkpoint arrived (None: nothing waits)."""
         row = self._conn.execute(
@@ -460,15 +446,6 @@ class StateDB:
             (email_key,),
         ).fetchall()
         return [_outcome_dict(r) for r in rows]
-
-    def outcomes_of_run(self, run_id: str) -> list[dict[str, Any]]:
-        """The outcomes one run stored."""
-        rows = self._conn.execute(
-            "SELECT * FROM outcomes WHERE run_id=? ORDER BY id", (run_id,)
-        ).fetchall()
-        return [_outcome_dict(r) for r in rows]
-
-    # -- journal ------------------------------------------------------------------------
 
     def write_journal(self, journal: Journal) -> None:
         """Record a batch and its planned requests before the first request is sent."""
@@ -630,7 +607,7 @@ class StateDB:
             "seen_at) VALUES(?,?,?,?,?,?,?) ON CONFLICT(email_key) DO UPDATE SET "
             "contact_id=coalesce(excluded.contact_id, mirror.contact_id), "
             "permission=excluded.permission, deleted=excluded.deleted, "
-            "list_ids=excluded.list_ids, updated_at=coalesce(excluded.updated_at, mirror.updated_at), "
+            "list_ids=excluded.list_ids, updated_at=excluded.updated_at, "
             "seen_at=excluded.seen_at",
             [
                 (

@@ -250,6 +250,7 @@ class Syncer:
         people = group_people(records, self.state.transactions_for(txn_ids))
         report.people += len(people)
         plan: Plan | None = None
+        batch_id = f"{self.run_id}:{rows[0].seq}-{rows[-1].seq}"
         if people:
             catalog = self.resolve_catalog()
             learnt = self.knowledge.known_for([p.email_key for p in people])
@@ -270,7 +271,6 @@ class Syncer:
                 )
                 for p in people
             ]
-            batch_id = f"{self.run_id}:{rows[0].seq}-{rows[-1].seq}"
             plan = build_plan(
                 decisions,
                 batch_id=batch_id,
@@ -297,7 +297,7 @@ class Syncer:
                 report.planned_writes[op.kind] += 1
             return True
         journal = Journal(
-            batch_id=f"{self.run_id}:{rows[0].seq}-{rows[-1].seq}",
+            batch_id=batch_id,
             run_id=self.run_id,
             kind=kind,
             created_at=iso(self.clock()),

@@ -563,3 +563,21 @@ class TestAuthorizationCode:
             "state": ["st-1"],
         }
         assert "scope=contact_data%20offline_access" in url
+
+
+def test_token_with_blanks_is_refused_without_quoting_it(tmp_path: Path) -> None:
+    """A token that would break the Authorization header is refused; the message never shows it."""
+    path = tmp_path / "tokens.json"
+    path.write_text(
+        json.dumps(
+            {
+                "access_token": " secret-access\n",
+                "refresh_token": "secret-refresh",
+                "expires_at": "2026-03-02T12:00:00Z",
+            }
+        )
+    )
+    with pytest.raises(ReauthRequired) as caught:
+        read_token_file(path)
+    assert "blanks or control characters" in str(caught.value)
+    assert "secret-access" not in str(caught.value)

@@ -22,7 +22,6 @@ from flipsync.ctct.limits import (
     import_body,
     split_import,
     truncate,
-    truncate_row,
 )
 
 LIST_ID = "04fe9a97-a579-43c5-bb1a-58ed29bf0a6a"
@@ -191,28 +190,6 @@ class TestTruncate:
         """The cut never leaves trailing blanks and never exceeds the limit."""
         assert truncate("abc  def", 5) == "abc"
         assert truncate("abc", 5) == "abc"
-
-    def test_truncate_row_only_touches_names(self) -> None:
-        """Names are shortened with a note; email and custom fields are left for check_fields."""
-        row = {
-            "email": _email(60),
-            "first_name": "F" * 60,
-            "company_name": "C" * 51,
-            "cf:donor_id": "D" * 300,
-        }
-        out, notes = truncate_row(row, JSON_IMPORT)
-        assert out["first_name"] == "F" * 50
-        assert out["company_name"] == "C" * 50
-        assert row["email"] == out["email"]
-        assert row["cf:donor_id"] == out["cf:donor_id"]
-        assert notes == [
-            "first_name shortened from 60 to 50 characters",
-            "company_name shortened from 51 to 50 characters",
-        ]
-        assert check_fields(out, JSON_IMPORT) == [
-            "email: 60 characters, the limit is 50",
-            "cf:donor_id: 300 characters, the limit is 255",
-        ]
 
 
 _text = st.text(

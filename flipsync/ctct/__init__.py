@@ -26,7 +26,7 @@ from flipsync.ctct.auth import (
 )
 from flipsync.ctct.client import ConstantContactClient
 from flipsync.ctct.http import RateLimiter, RetryPolicy, make_session, process_limiter
-from flipsync.ctct.limits import ImportRowTooLarge, check_fields, split_import, truncate_row
+from flipsync.ctct.limits import ImportRowTooLarge, check_fields, split_import, truncate
 from flipsync.ctct.types import (
     ActivityStatus,
     ClientSettings,
@@ -62,6 +62,6 @@ __all__ = [
     "split_import",
     "token_set_from_response",
     "token_status",
-    "truncate_row",
+    "truncate",
     "write_token_file",
 ]

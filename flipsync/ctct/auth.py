@@ -189,6 +189,10 @@ def read_token_file(path: Path) -> TokenSet:
         for key in ("access_token", "refresh_token"):
             if not isinstance(data.get(key), str) or not data[key]:
                 raise ValueError(f"{key} missing")
+            # A token with spaces or control characters would break the Authorization header,
+            # and the HTTP library's error would quote the token; refuse it here, unquoted.
+            if any(ch.isspace() or not ch.isprintable() for ch in data[key]):
+                raise ValueError(f"{key} contains blanks or control characters")
         obtained = data.get("obtained_at")
         return TokenSet(
             access_token=data["access_token"],

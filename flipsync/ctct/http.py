@@ -51,7 +51,13 @@ import structlog
 import tenacity
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
-from flipsync.errors import QuotaExceeded, ReauthRequired, RequestRefused, TransientError
+from flipsync.errors import (
+    QuotaExceeded,
+    ReauthRequired,
+    RequestRefused,
+    TransientError,
+    UnexpectedResponse,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -482,12 +488,22 @@ class HttpClient:
     ) -> requests.Response:
         try:
             return self.send(kind, method, url, params=params, data=data, headers=headers)
-        except (requests.ConnectionError, requests.Timeout) as exc:
+        except (
+            requests.ConnectionError,
+            requests.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+        ) as exc:
             # The exception text can hold the URL with its query (an email): name the type only.
             reason = type(exc).__name__
             if idempotent or _never_sent(exc):
                 raise RetryableFailure(reason) from None
             raise OutcomeUnknown(reason) from None
+        except requests.RequestException as exc:
+            # Anything else (a bad header, an invalid URL) is a local problem that retrying will
+            # not fix; its text may quote a header, so only the type is reported.
+            raise UnexpectedResponse(
+                f"the request {method} {request_path(url)} could not be sent ({type(exc).__name__})"
+            ) from None
 
     @staticmethod
     def _reauth(method: str, url: str) -> ReauthRequired:

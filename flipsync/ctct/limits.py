@@ -1,6 +1,6 @@
 """Constant Contact's field limits and the JSON-import size rules, as pure functions.
 
-This module owns what may be sent (``check_fields``), what may be shortened (``truncate_row``)
+This module owns what may be sent (``check_fields``), what may be shortened (``truncate``)
 and how import rows are cut into requests (``split_import``). It does no I/O. The limits come
 from the V3 OpenAPI spec (see reference/constant-contact-v3.md §6); where the spec contradicts
 itself the stricter value is used.
@@ -9,7 +9,7 @@ Truncation policy: only ``first_name``, ``last_name``, ``job_title`` and ``compa
 shortened. They are display text: a cut-off tail still greets and identifies the person. Nothing
 else is truncated: a shortened email, phone number, street, postal code, date or custom field value
 (which may be an identifier or an amount) would be wrong data, so those are reported by
-``check_fields`` and the record is rejected instead.
+``check_fields``; flipsync.plan leaves such a value out (and says so) rather than send it.
 
 Import size: CC takes at most 40,000 contacts and under 4 MB per JSON import, and silently drops
 whatever lies beyond 4 MB. ``split_import`` measures the exact bytes of each request body with
@@ -157,24 +157,6 @@ def truncate(value: str, limit: int) -> str:
     if len(value) <= limit:
         return value
     return value[:limit].rstrip() or value[:limit]
-
-
-def truncate_row(row: Mapping[str, Any], endpoint: str) -> tuple[dict[str, Any], list[str]]:
-    """Shorten the harmless-to-shorten fields of ``row`` and say what was shortened.
-
-    Returns a new row and one note per shortened field (field name and lengths, never the
-    value). Everything else is left for ``check_fields`` to report.
-    """
-    _check_endpoint(endpoint)
-    out = dict(row)
-    notes: list[str] = []
-    for key in TRUNCATABLE_FIELDS:
-        value = out.get(key)
-        limit = _NAME_LIMITS[key]
-        if isinstance(value, str) and len(value) > limit:
-            out[key] = truncate(value, limit)
-            notes.append(f"{key} shortened from {len(value)} to {len(out[key])} characters")
-    return out, notes
 
 
 def check_fields(row: Mapping[str, Any], endpoint: str) -> list[str]:
