@@ -1,50 +1,49 @@
 """The webhook receiver (`flipsync serve`): Flipcause webhooks into the inbox, durably.
 
 This module owns the HTTP side of intake: a plain WSGI application (testable
-without a server), authentication by a shared secret, body decoding (JSON,
-form-encoded and multipart forms, since Flipcause's transport is undocumented),
-the group-commit writer that stores payloads, and running it all under waitress
-with a graceful SIGTERM.
+without a server), authentication by a shared secret, and running it under
+waitress with a graceful SIGTERM. It decodes bodies with `flipsync.webhook_body`
+and stores payloads through the group-commit writer of `flipsync.inbox_writer`.
 
 Like file ingest it judges nothing but "a JSON object of sane size"; the run
 decides what a payload means and rejects bad records with reasons. A request is
-answered 2xx only after its payloads are committed (WAL, synchronous=FULL). Logs
-carry sizes, reasons and record keys, never payload values, and never the secret.
+answered 2xx only after its payloads are committed. Logs carry sizes, reasons
+and record keys, never payload values, and never the secret.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import json
-import queue
 import re
 import signal
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from email.message import Message
-from email.parser import BytesParser
-from email.policy import HTTP
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal
-from urllib.parse import parse_qsl
+from typing import Any
 from wsgiref.types import StartResponse, WSGIEnvironment
 
 import structlog
 
 from flipsync.config import Settings, secret_from_env
 from flipsync.errors import ConfigError
-from flipsync.intake import BadItem, check_item, loads_json
-from flipsync.state import AddResult, StateDB, record_key_for
+from flipsync.inbox_writer import (
+    COMMIT_TIMEOUT_SECONDS,
+    SOURCE,
+    GroupCommitWriter,
+    WriterUnavailable,
+)
+from flipsync.intake import BadItem
+from flipsync.state import record_key_for
+from flipsync.webhook_body import BodyError, media_type, parse_body, short
 
 log = structlog.get_logger(__name__)
 
-SOURCE = "webhook"
 WEBHOOK_PATH = "/flipcause"
 HEALTH_PATH = "/healthz"
 SECRET_HEADER = "X-Flipsync-Secret"  # noqa: S105 - a header name, not a secret
@@ -52,30 +51,8 @@ _SECRET_ENVIRON_KEY = "HTTP_X_FLIPSYNC_SECRET"  # noqa: S105 - the WSGI key of t
 MIN_SECRET_LENGTH = 16
 # The secret travels in a URL path, so it must need no escaping there.
 _SECRET_RE = re.compile(r"^[A-Za-z0-9._~-]+$")
-MAX_FORM_FIELDS = 1000
-COMMIT_TIMEOUT_SECONDS = 60.0
-HEALTH_TIMEOUT_SECONDS = 5.0
 DRAIN_SECONDS = 10.0
 DEFAULT_THREADS = 16
-
-JSON_TYPES = frozenset({"application/json", "text/json"})
-FORM_TYPE = "application/x-www-form-urlencoded"
-MULTIPART_TYPE = "multipart/form-data"
-_CHARSETS = {
-    "utf-8": "utf-8",
-    "utf8": "utf-8",
-    "us-ascii": "ascii",
-    "ascii": "ascii",
-    "iso-8859-1": "latin-1",
-    "latin-1": "latin-1",
-    "latin1": "latin-1",
-    "windows-1252": "cp1252",
-    "cp1252": "cp1252",
-    "utf-16": "utf-16",
-    "utf-16le": "utf-16-le",
-    "utf-16be": "utf-16-be",
-}
-_BOUNDARY_RE = re.compile(r"^[0-9A-Za-z'()+_,./:=? -]{0,69}[0-9A-Za-z'()+_,./:=?-]$")
 _GENERATE_HINT = "generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 
@@ -116,375 +93,6 @@ def read_webhook_secret(settings: Settings, environ: Mapping[str, str] | None = 
             ],
         )
     return secret
-
-
-# -- bodies ---------------------------------------------------------------------------------
-
-
-class BodyError(Exception):
-    """A request body that yields nothing to store: the status to answer and a short reason."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        self.status = status
-        self.reason = reason
-        super().__init__(reason)
-
-
-@dataclass(frozen=True)
-class ParsedBody:
-    """What a body held: how it was read, and each item as a payload or a BadItem."""
-
-    kind: Literal["json", "form", "multipart"]
-    items: list[dict[str, Any] | BadItem]
-
-
-def media_type(content_type: str | None) -> tuple[str, dict[str, str]]:
-    """Split a Content-Type header into its lower-cased media type and its parameters."""
-    if not content_type:
-        return "", {}
-    parts = content_type.split(";")
-    params: dict[str, str] = {}
-    for part in parts[1:]:
-        key, sep, value = part.partition("=")
-        if sep:
-            value = value.strip()
-            if len(value) >= 2 and value[0] == value[-1] == '"':
-                value = value[1:-1]
-            params.setdefault(key.strip().lower(), value)
-    return parts[0].strip().lower(), params
-
-
-def _short(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _decode(body: bytes, charset: str | None) -> str:
-    name = (charset or "utf-8").strip().lower()
-    codec = _CHARSETS.get(name)
-    if codec is None:
-        raise BodyError(415, f"unsupported charset {_short(name, 40)!r}; send UTF-8")
-    try:
-        text = body.decode(codec)
-    except UnicodeDecodeError as exc:
-        raise BodyError(400, f"body is not valid {codec} (byte {exc.start})") from None
-    return text.removeprefix("\ufeff")
-
-
-def _looks_like_json(text: str) -> bool:
-    stripped = text.lstrip()
-    return stripped[:1] in ("{", "[")
-
-
-def _json_items(text: str) -> list[dict[str, Any] | BadItem]:
-    stripped = text.strip()
-    if not stripped:
-        raise BodyError(400, "empty body")
-    try:
-        doc = loads_json(stripped)
-    except json.JSONDecodeError as exc:
-        raise BodyError(400, f"not valid JSON ({exc.msg} at char {exc.pos})") from None
-    except ValueError as exc:
-        reason = str(exc) if "nested" in str(exc) else "a value JSON cannot carry"
-        raise BodyError(400, f"not valid JSON ({reason})") from None
-    if isinstance(doc, dict):
-        return [check_item(doc, "body")]
-    if isinstance(doc, list):
-        if not doc:
-            raise BodyError(400, "empty JSON array: nothing to store")
-        return [check_item(item, f"item {index}") for index, item in enumerate(doc, start=1)]
-    raise BodyError(400, f"expected a JSON object or an array of objects, got {type(doc).__name__}")
-
-
-def _flat(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
-    """Form fields as one flat object of strings; a repeated field keeps every value, joined."""
-    out: dict[str, str] = {}
-    for key, value in pairs:
-        out[key] = f"{out[key]}, {value}" if key in out else value
-    return dict(out)
-
-
-def _form_items(text: str, charset: str | None) -> list[dict[str, Any] | BadItem]:
-    if not text.strip():
-        raise BodyError(400, "empty body")
-    codec = _CHARSETS.get((charset or "utf-8").strip().lower(), "utf-8")
-    try:
-        pairs = parse_qsl(
-            text.strip(),
-            keep_blank_values=True,
-            encoding=codec,
-            errors="strict",
-            max_num_fields=MAX_FORM_FIELDS,
-        )
-    except UnicodeDecodeError:
-        raise BodyError(400, f"a form field is not valid {codec} after %-decoding") from None
-    except ValueError:
-        raise BodyError(400, f"more than {MAX_FORM_FIELDS} form fields") from None
-    if not pairs:
-        raise BodyError(400, "no form fields in the body")
-    return [check_item(_flat(pairs), "body")]
-
-
-def _multipart_items(body: bytes, boundary: str | None) -> list[dict[str, Any] | BadItem]:
-    if not boundary or not _BOUNDARY_RE.match(boundary):
-        raise BodyError(400, "multipart body without a valid boundary parameter")
-    head = f'Content-Type: multipart/form-data; boundary="{boundary}"\r\n\r\n'.encode("ascii")
-    message = BytesParser(policy=HTTP).parsebytes(head + body)
-    parts = message.get_payload() if message.is_multipart() else None
-    if not isinstance(parts, list) or not parts:
-        raise BodyError(400, "malformed multipart body (no parts)")
-    if len(parts) > MAX_FORM_FIELDS:
-        raise BodyError(400, f"more than {MAX_FORM_FIELDS} form fields")
-    pairs: list[tuple[str, str]] = []
-    for number, part in enumerate(parts, start=1):
-        if not isinstance(part, Message) or part.is_multipart():
-            raise BodyError(400, f"multipart part {number} is not a plain form field")
-        name = part.get_param("name", header="content-disposition")
-        if not isinstance(name, str):
-            raise BodyError(400, f"multipart part {number} has no field name")
-        raw = part.get_payload(decode=True)
-        data = raw if isinstance(raw, bytes) else b""
-        charset = part.get_content_charset() or "utf-8"
-        codec = _CHARSETS.get(charset.lower())
-        if codec is None:
-            raise BodyError(415, f"multipart part {number}: unsupported charset; send UTF-8")
-        try:
-            pairs.append((name, data.decode(codec)))
-        except UnicodeDecodeError:
-            raise BodyError(400, f"multipart part {number} is not valid {codec}") from None
-    return [check_item(_flat(pairs), "body")]
-
-
-def parse_body(body: bytes, content_type: str | None) -> ParsedBody:
-    """Decode a webhook body into payload objects, or raise BodyError(status, reason).
-
-    JSON (one object, or an array of objects whose bad items are reported one by
-    one), form-encoded and multipart form fields (a flat object of strings). With no
-    Content-Type, or text/plain, a body that looks like JSON is read as JSON; with no
-    Content-Type a body with `=` is read as a form. A form-typed body that starts
-    with `{` or `[` is read as JSON: it cannot be a real form.
-    """
-    media, params = media_type(content_type)
-    charset = params.get("charset")
-    if media == MULTIPART_TYPE:
-        return ParsedBody("multipart", _multipart_items(body, params.get("boundary")))
-    if media in JSON_TYPES or (media.startswith("application/") and media.endswith("+json")):
-        return ParsedBody("json", _json_items(_decode(body, charset)))
-    if media == FORM_TYPE:
-        text = _decode(body, charset)
-        if _looks_like_json(text):
-            return ParsedBody("json", _json_items(text))
-        return ParsedBody("form", _form_items(text, charset))
-    if media in ("", "text/plain"):
-        text = _decode(body, charset)
-        if _looks_like_json(text):
-            return ParsedBody("json", _json_items(text))
-        if not media and "=" in text:
-            return ParsedBody("form", _form_items(text, charset))
-        if not text.strip():
-            raise BodyError(400, "empty body")
-    raise BodyError(
-        415,
-        f"unsupported Content-Type {_short(media or '(none)', 60)!r}; "
-        f"send application/json or {FORM_TYPE}",
-    )
-
-
-# -- the group-commit writer ----------------------------------------------------------------
-
-
-class WriterUnavailable(Exception):
-    """The payloads were not (known to be) stored: answer 503 so the sender retries."""
-
-
-@dataclass(eq=False)
-class _Job:
-    kind: Literal["store", "rejects", "ping"]
-    payloads: Sequence[tuple[str, dict[str, Any]]] = ()
-    rejects: Sequence[tuple[str, str, str]] = ()
-    source: str = SOURCE
-    done: threading.Event = field(default_factory=threading.Event)
-    result: AddResult | None = None
-    error: str | None = None
-
-
-@dataclass
-class WriterStats:
-    """Counters of the writer thread (written by it alone; read by /healthz and tests)."""
-
-    commits: int = 0
-    requests: int = 0
-    payloads_added: int = 0
-    duplicates: int = 0
-    largest_batch: int = 0
-    failed: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        """Plain data for /healthz."""
-        return {
-            "commits": self.commits,
-            "requests": self.requests,
-            "payloads_added": self.payloads_added,
-            "duplicates": self.duplicates,
-            "largest_batch": self.largest_batch,
-            "failed": self.failed,
-        }
-
-
-class GroupCommitWriter:
-    """One thread that owns the receiver's state DB connection and commits in groups.
-
-    Request threads hand it their payloads and wait. It takes every request queued
-    while the previous commit ran and stores them in ONE transaction (one fsync),
-    then wakes each request: a request is answered only once its own payloads are
-    durable. If a grouped commit fails, each request is retried alone, so one bad
-    request cannot cost the others their answer.
-    """
-
-    def __init__(self, state_path: Path, *, max_batch_payloads: int = 1000) -> None:
-        self._path = Path(state_path)
-        self._max_batch = max_batch_payloads
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._closed = False
-        self._state: StateDB | None = None
-        self._thread = threading.Thread(target=self._loop, name="flipsync-writer", daemon=True)
-        self.stats = WriterStats()
-
-    def start(self) -> GroupCommitWriter:
-        """Open the state DB (errors surface here, at start-up) and start the thread."""
-        self._state = StateDB.open(self._path)
-        self._thread.start()
-        return self
-
-    def _submit(self, job: _Job) -> _Job:
-        with self._lock:
-            if self._closed:
-                raise WriterUnavailable("the receiver is shutting down")
-            self._queue.put(job)
-        return job
-
-    def store(
-        self,
-        payloads: Sequence[tuple[str, dict[str, Any]]],
-        *,
-        source: str = SOURCE,
-        timeout: float = COMMIT_TIMEOUT_SECONDS,
-    ) -> AddResult:
-        """Store (record_key, payload) pairs; returns once they are committed, else raises."""
-        job = self._submit(_Job("store", payloads=payloads, source=source))
-        if not job.done.wait(timeout):
-            raise WriterUnavailable(f"not committed within {timeout:g} s")
-        if job.result is None:
-            raise WriterUnavailable(job.error or "not stored")
-        return job.result
-
-    def add_rejects(self, rejects: Sequence[tuple[str, str, str]]) -> None:
-        """Remember (source, location, reason) of bodies that stored nothing; best effort."""
-        with contextlib.suppress(WriterUnavailable):
-            self._submit(_Job("rejects", rejects=rejects))
-
-    def ping(self, timeout: float = HEALTH_TIMEOUT_SECONDS) -> str | None:
-        """None when the state DB takes a write transaction now, else why not."""
-        if not self._thread.is_alive():
-            return "writer not running"
-        try:
-            job = self._submit(_Job("ping"))
-        except WriterUnavailable as exc:
-            return str(exc)
-        if not job.done.wait(timeout):
-            return f"no write transaction within {timeout:g} s"
-        return job.error
-
-    def close(self, timeout: float = 30.0) -> None:
-        """Refuse new work, commit everything already queued, close the DB."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._queue.put(None)
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-        elif self._state is not None:
-            self._state.close()
-
-    @property
-    def closed(self) -> bool:
-        """True once close() began."""
-        return self._closed
-
-    def _loop(self) -> None:
-        state = self._state
-        assert state is not None
-        stop = False
-        while not stop:
-            first = self._queue.get()
-            if first is None:
-                break
-            batch = [first]
-            size = len(first.payloads)
-            while size < self._max_batch:
-                try:
-                    job = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if job is None:
-                    stop = True
-                    break
-                batch.append(job)
-                size += len(job.payloads)
-            self._run_batch(state, batch)
-        state.close()
-
-    def _run_batch(self, state: StateDB, batch: list[_Job]) -> None:
-        try:
-            stores = [job for job in batch if job.kind == "store"]
-            if stores:
-                self._commit(state, stores)
-            rejects = [r for job in batch if job.kind == "rejects" for r in job.rejects]
-            if rejects:
-                try:
-                    state.add_intake_rejects(rejects)
-                except Exception as exc:  # noqa: BLE001 - rejects are a courtesy; never stop the writer
-                    log.error("intake_rejects_not_stored", error=_error_text(exc))
-            for job in batch:
-                if job.kind == "ping":
-                    try:
-                        with state.transaction():
-                            pass
-                    except Exception as exc:  # noqa: BLE001 - the health answer carries it
-                        job.error = _error_text(exc)
-        finally:
-            for job in batch:
-                job.done.set()
-
-    def _commit(self, state: StateDB, jobs: list[_Job]) -> None:
-        try:
-            results = state.add_payload_groups([(job.source, job.payloads) for job in jobs])
-        except Exception as exc:  # noqa: BLE001 - turned into a 503 for the waiting requests
-            if len(jobs) > 1:
-                for job in jobs:
-                    self._commit(state, [job])
-                return
-            jobs[0].error = "the state DB did not store it"
-            self.stats.failed += 1
-            log.error("inbox_commit_failed", error=_error_text(exc), payloads=len(jobs[0].payloads))
-            return
-        for job, result in zip(jobs, results, strict=True):
-            job.result = result
-            self.stats.payloads_added += result.added
-            self.stats.duplicates += result.duplicates
-        self.stats.commits += 1
-        self.stats.requests += len(jobs)
-        self.stats.largest_batch = max(self.stats.largest_batch, len(jobs))
-
-
-def _error_text(exc: BaseException) -> str:
-    """An error for the log: SQLite's messages are safe; others only by type (they may quote data)."""
-    import sqlite3
-
-    if isinstance(exc, sqlite3.Error):
-        return f"{type(exc).__name__}: {exc}"
-    return type(exc).__name__
 
 
 # -- the WSGI application -------------------------------------------------------------------
@@ -633,7 +241,7 @@ class Receiver:
             size = len(body)
             parsed = parse_body(body, content_type)
         except BodyError as exc:
-            media = _short(media_type(content_type)[0] or "(none)", 60)
+            media = short(media_type(content_type)[0] or "(none)", 60)
             log.warning(
                 "webhook_rejected",
                 status=exc.status,

@@ -28,14 +28,13 @@ from flipsync.csv_intake import CsvRow, parse_csv_text
 from flipsync.errors import InputError
 from flipsync.intake import BadItem, check_item, parse_payload_text
 from flipsync.receiver import (
-    BodyError,
     Receiver,
     build_receiver,
     make_server,
-    parse_body,
     run_until_stopped,
 )
 from flipsync.state import StateDB, record_key_for
+from flipsync.webhook_body import BodyError, parse_body
 from tests.helpers import config_dict, settings_from
 
 SECRET = secrets.token_urlsafe(24)

@@ -27,10 +27,9 @@ from structlog.testing import capture_logs
 from flipsync.cli import cli
 from flipsync.config import Settings
 from flipsync.errors import ConfigError
+from flipsync.inbox_writer import GroupCommitWriter, WriterUnavailable
 from flipsync.receiver import (
-    GroupCommitWriter,
     Receiver,
-    WriterUnavailable,
     _Redact,
     build_receiver,
     make_server,
