@@ -11,6 +11,7 @@ import yaml
 
 from flipsync.config import PolicySettings, Settings, parse_settings
 from flipsync.people import Person, group_people
+from flipsync.policy import Known
 from flipsync.records import FlipcauseRecord, parse_record
 
 _ids = itertools.count(5000)
@@ -123,3 +124,24 @@ def person(
 def policy_of(settings: Settings) -> PolicySettings:
     """Shorthand."""
     return settings.policy
+
+
+# The Constant Contact states a person can be in, as the policy tests name them.
+CC_STATES = [
+    "new",
+    "explicit",
+    "implicit",
+    "not_set",
+    "pending_confirmation",
+    "unsubscribed",
+    "deleted",
+]
+
+
+def known_for(state: str) -> Known | None:
+    """What Constant Contact knows for one of CC_STATES (None: the person is new)."""
+    if state == "new":
+        return None
+    if state == "deleted":
+        return Known(permission="implicit", deleted=True, contact_id="c-1")
+    return Known(permission=state, contact_id="c-1")

@@ -40,11 +40,11 @@ from flipsync.cli import build_client
 from flipsync.config import Settings
 from flipsync.people import group_people
 from flipsync.plan import Plan, build_plan
-from flipsync.policy import Known, decide
+from flipsync.policy import decide
 from flipsync.records import FlipcauseRecord, parse_record
 from flipsync.sandbox import RequestLogEntry
 from tests.conftest import Org
-from tests.helpers import config_dict, payload, settings_from
+from tests.helpers import CC_STATES, config_dict, known_for, payload, settings_from
 
 SPEC_PATH = Path(__file__).parent / "contract" / "ctct-swagger.yaml"
 SPEC_SHA256 = "ac313259cf746b48bc57c4ccdc7c45287e3af27fbbd7c42dbbe61130c21f16b1"
@@ -196,15 +196,7 @@ SETUPS = [
     *(("all_contacts_uniform", s) for s in ("implicit", "explicit", "not_set")),
     *(("all_contacts_by_subscription", s) for s in ("implicit", "explicit", "not_set")),
 ]
-STATES = [
-    "new",
-    "explicit",
-    "implicit",
-    "not_set",
-    "pending_confirmation",
-    "unsubscribed",
-    "deleted",
-]
+STATES = CC_STATES
 
 
 def settings_for(setup: str, status: str, existing_fields: tuple[str, ...]) -> Settings:
@@ -233,14 +225,6 @@ def settings_for(setup: str, status: str, existing_fields: tuple[str, ...]) -> S
     return settings_from(
         config_dict(policy=policy, flipcause={"custom_fields": dict(CUSTOM_SOURCES)})
     )
-
-
-def known(state: str) -> Known | None:
-    if state == "new":
-        return None
-    if state == "deleted":
-        return Known(permission="implicit", deleted=True, contact_id="c-1")
-    return Known(permission=state, contact_id="c-1")
 
 
 # Unicode text of any kind (no surrogates), sometimes longer than any limit.
@@ -297,7 +281,7 @@ def plan_for(
             records.append(parsed)
     people = group_people(records, {})
     decisions = [
-        decide(p, known(states[i % len(states)]), settings.policy, confirmed_opt_in=coi)
+        decide(p, known_for(states[i % len(states)]), settings.policy, confirmed_opt_in=coi)
         for i, p in enumerate(people)
     ]
     return build_plan(

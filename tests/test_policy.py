@@ -9,7 +9,7 @@ import pytest
 
 from flipsync.plan import build_plan
 from flipsync.policy import Action, Endpoint, Known, decide
-from tests.helpers import config_dict, person, settings_from
+from tests.helpers import config_dict, known_for, person, settings_from
 
 STATES = [
     "new",
@@ -28,14 +28,6 @@ ENDPOINT_FOR = {
     "explicit": Endpoint.SIGN_UP_FORM,
     "not_set": Endpoint.CREATE_CONTACT,
 }
-
-
-def known_for(state: str) -> Known | None:
-    if state == "new":
-        return None
-    if state == "deleted":
-        return Known(permission="implicit", deleted=True, contact_id="c-1")
-    return Known(permission=state, contact_id="c-1")
 
 
 def setup_settings(setup: str, status: str) -> Any:

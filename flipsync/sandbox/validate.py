@@ -308,6 +308,20 @@ _POST_PROPERTIES = (
 )
 
 
+def _email_object(email: Any, allowed: tuple[str, ...], out: ContactInput) -> None:
+    """The ``email_address`` object of POST and PUT /contacts: address (80) and permission."""
+    if email is None:
+        return
+    if not isinstance(email, dict):
+        raise validation("email_address must be an object")
+    reject_unknown(email, allowed, "email_address.")
+    address_value = string(email, "address", 80, "email_address.", required=True)
+    assert address_value is not None
+    out.email = email_value(address_value, "email_address.address", 80)
+    if email.get("permission_to_send") is not None:
+        out.permission = permission(email["permission_to_send"], "email_address.permission_to_send")
+
+
 def contact_post(
     raw: Any, known_lists: Container[str], known_fields: Container[str]
 ) -> ContactInput:
@@ -316,18 +330,7 @@ def contact_post(
     reject_unknown(body, _POST_PROPERTIES)
     out = ContactInput(create_source=source(body, "create_source", required=True))
     out.fields = name_fields(body)
-    email = body.get("email_address")
-    if email is not None:
-        if not isinstance(email, dict):
-            raise validation("email_address must be an object")
-        reject_unknown(email, ("address", "permission_to_send"), "email_address.")
-        address_value = string(email, "address", 80, "email_address.", required=True)
-        assert address_value is not None
-        out.email = email_value(address_value, "email_address.address", 80)
-        if email.get("permission_to_send") is not None:
-            out.permission = permission(
-                email["permission_to_send"], "email_address.permission_to_send"
-            )
+    _email_object(body.get("email_address"), ("address", "permission_to_send"), out)
     _sub_resources(body, out, known_lists, known_fields)
     if out.email is None and not any(k in out.fields for k in ("first_name", "last_name")):
         raise validation("At least one of first_name, last_name, email_address is required")
@@ -358,17 +361,8 @@ def contact_put(
     out = ContactInput(update_source=source(body, "update_source", required=True))
     out.fields = name_fields(body)
     email = body.get("email_address")
-    if email is not None:
-        if not isinstance(email, dict):
-            raise validation("email_address must be an object")
-        reject_unknown(email, _EMAIL_PUT_PROPERTIES, "email_address.")
-        address_value = string(email, "address", 80, "email_address.", required=True)
-        assert address_value is not None
-        out.email = email_value(address_value, "email_address.address", 80)
-        if email.get("permission_to_send") is not None:
-            out.permission = permission(
-                email["permission_to_send"], "email_address.permission_to_send"
-            )
+    _email_object(email, _EMAIL_PUT_PROPERTIES, out)
+    if isinstance(email, dict):
         out.opt_out_reason = string(email, "opt_out_reason", 255, "email_address.")
     _sub_resources(body, out, known_lists, known_fields)
     return out
