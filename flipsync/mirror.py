@@ -16,7 +16,7 @@ size comes from one counting request, remembered afterwards).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -85,6 +85,9 @@ class Knowledge:
         self.strategy = strategy
         self.clock = clock
         self.warnings: list[str] = []
+        # Called with every fresh read of contacts (email key -> entry): the run checks there
+        # that its earlier writes landed (flipsync.reconcile). None in dry runs.
+        self.on_read: Callable[[Mapping[str, MirrorEntry]], None] | None = None
 
     @property
     def mirror_complete(self) -> bool:
@@ -142,7 +145,12 @@ class Knowledge:
                 found[key] = known_from_entry(entry)
         self._check_expectations(entries)
         self.state.save_mirror(entries)
+        self._seen(entries)
         return KnowledgeResult(found, "per-email lookups", len(keys))
+
+    def _seen(self, entries: Iterable[MirrorEntry]) -> None:
+        if self.on_read is not None:
+            self.on_read({e.email_key: e for e in entries})
 
     def _check_expectations(self, entries: list[MirrorEntry]) -> None:
         """Compare what flipsync expected after its sign-ups with what Constant Contact shows.
@@ -206,5 +214,6 @@ class Knowledge:
             meta[ACCOUNT_SIZE] = str(len(entries))
         self._check_expectations(entries)
         self.state.save_mirror(entries, meta, replace_all=complete)
+        self._seen(entries)
         log.info("mirror_read", pages=pages, contacts=len(entries), full=complete)
         return pages

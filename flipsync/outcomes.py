@@ -41,6 +41,8 @@ class RunReport:
     requests: Counter[str] = field(default_factory=Counter)
     message: str | None = None
     planned_writes: Counter[str] = field(default_factory=Counter)
+    writes_verified: int = 0
+    writes_resent: int = 0
 
     def counts(self) -> dict[str, int]:
         """Outcomes per action."""
@@ -72,6 +74,7 @@ class RunReport:
                 "by_kind": dict(sorted(self.requests.items())),
             },
             "activities": self.activities,
+            "writes": {"verified": self.writes_verified, "resent": self.writes_resent},
             "warnings": self.warnings,
             "planned_writes": dict(self.planned_writes) if self.dry_run else None,
             "outcomes" if with_outcomes else "not_synced": listed,

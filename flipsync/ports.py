@@ -48,8 +48,18 @@ class ConstantContactAPI(Protocol):
         """Pages of contacts changed after a moment (all contacts when None)."""
         ...
 
-    def start_json_import(self, import_data: list[dict[str, Any]], list_ids: list[str]) -> str:
-        """Start a bulk JSON import; returns the activity id."""
+    def start_json_import(
+        self,
+        import_data: list[dict[str, Any]],
+        list_ids: list[str],
+        *,
+        exclude: Collection[str] = (),
+    ) -> str:
+        """Start a bulk JSON import; returns the activity id.
+
+        After an unanswered POST, an activity is adopted only with proof that it is this
+        POST's; ``exclude`` names every activity flipsync already owns.
+        """
         ...
 
     def get_activity(self, activity_id: str) -> ActivityStatus:

@@ -11,7 +11,6 @@ before a delayed sign-up (someone who unsubscribed meanwhile is not resubscribed
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -28,7 +27,7 @@ from flipsync.mirror import entry_from_remote
 from flipsync.outcomes import DEFERRED, RunReport
 from flipsync.policy import unchanged_status
 from flipsync.ports import ConstantContactAPI
-from flipsync.state import Journal, JournalOp, MirrorEntry, StateDB, iso, utcnow
+from flipsync.state import Expectation, Journal, JournalOp, MirrorEntry, StateDB, iso, utcnow
 
 log = structlog.get_logger(__name__)
 
@@ -38,9 +37,6 @@ POLL_DELAYS = (1.0, 1.0, 2.0, 3.0, 5.0, 8.0, 10.0)
 # An import still processing after this long is given up on and its people retried: a stuck
 # activity must not hold the checkpoint (and every later Flipcause record) for ever.
 STUCK_AFTER = timedelta(hours=6)
-# The ids of recently committed imports, so a resumed post never adopts another batch's activity.
-COMMITTED_IMPORTS = "committed_import_activities"
-COMMITTED_IMPORTS_KEPT = 200
 _LINE_RE = re.compile(r"\bline\s+(\d+)\b", re.IGNORECASE)
 
 
@@ -103,7 +99,11 @@ class Pusher:
         result: dict[str, Any]
         try:
             if op.kind == "json_import":
-                activity_id = self.api.start_json_import(body["import_data"], body["list_ids"])
+                activity_id = self.api.start_json_import(
+                    body["import_data"],
+                    body["list_ids"],
+                    exclude=self.state.known_activity_ids(),
+                )
                 self.state.update_op(op.op_id, state="posted", activity_id=activity_id)
                 log.info(
                     "import_started", activity_id=activity_id, contacts=len(body["import_data"])
@@ -160,34 +160,20 @@ class Pusher:
     def _find_posted_import(self, op: JournalOp) -> str | None:
         """The activity of an import whose POST was journaled but whose answer was lost.
 
-        The client's matching rule applies; activities that other journaled ops or recently
-        committed batches own are excluded, because adopting another batch's activity would
-        mark this op's people synced when they never were.
+        The client's matching rule applies, with every activity flipsync ever recorded (this
+        run's, other batches', committed ones) excluded: adopting an activity that is not this
+        op's would mark its people synced when they never were.
         """
         if not op.posted_at:
             return None
-        owned = set(self._committed_imports())
-        owned.update(
-            o.activity_id
-            for j in self.state.open_journals()
-            for o in j.ops
-            if o.activity_id and o.op_id != op.op_id
-        )
         found = self.api.find_import(
-            datetime.fromisoformat(op.posted_at), len(op.body["import_data"]), owned
+            datetime.fromisoformat(op.posted_at),
+            len(op.body["import_data"]),
+            self.state.known_activity_ids(),
         )
         if found is not None:
             log.info("import_adopted", activity_id=found)
         return found
-
-    def _committed_imports(self) -> list[str]:
-        """Activity ids of the most recently committed imports, oldest first."""
-        raw = self.state.get_meta(COMMITTED_IMPORTS)
-        try:
-            ids = json.loads(raw) if raw else []
-        except ValueError:
-            return []
-        return [str(i) for i in ids] if isinstance(ids, list) else []
 
     def _wait(self, pending: list[JournalOp], report: RunReport) -> dict[str, JournalOp]:
         """Poll import activities until they finish or the configured wait is over."""
@@ -272,6 +258,7 @@ class Pusher:
             for txn, signed in fact["transactions"]:
                 transactions.append((txn, email_key, bool(signed), created))
         mirror = self._mirror_updates(outcomes)
+        expect = self._expectations(outcomes, ops)
         self.state.commit_batch(
             batch_id=journal.batch_id,
             run_id=self.run_id,
@@ -282,7 +269,8 @@ class Pusher:
             attempts=attempts,
             transactions=transactions,
             mirror=mirror,
-            meta=self._commit_meta(journal, ops),
+            meta=self._commit_meta(journal),
+            expect=expect,
         )
         report.outcomes.extend(outcomes)
         log.info(
@@ -292,16 +280,40 @@ class Pusher:
             checkpoint=journal.batch.get("checkpoint"),
         )
 
-    def _commit_meta(self, journal: Journal, ops: Mapping[str, JournalOp]) -> dict[str, str]:
-        """Meta written with a batch: backfill progress, and the import activities it owns."""
+    def _commit_meta(self, journal: Journal) -> dict[str, str]:
+        """Meta written with a batch: a backfill's progress."""
         meta: dict[str, str] = {}
         if progress := journal.batch.get("progress"):
             meta[str(progress[0])] = str(progress[1])
-        owned = [op.activity_id for op in ops.values() if op.activity_id]
-        if owned:
-            kept = [i for i in self._committed_imports() if i not in owned] + owned
-            meta[COMMITTED_IMPORTS] = json.dumps(kept[-COMMITTED_IMPORTS_KEPT:])
         return meta
+
+    def _expectations(
+        self, outcomes: Iterable[Mapping[str, Any]], ops: Mapping[str, JournalOp]
+    ) -> list[Expectation]:
+        """The people recorded as written, with the lists the next read must show them on."""
+        now = iso(self.clock())
+        out = []
+        for o in outcomes:
+            op = ops.get(o.get("op_id") or "")
+            if (
+                op is None
+                or op.state != "done"
+                or o["action"] not in ("create", "update")
+                or not o.get("email_key")
+                or not o.get("list_ids")
+            ):
+                continue
+            out.append(
+                Expectation(
+                    email_key=o["email_key"],
+                    list_ids=frozenset(o["list_ids"]),
+                    seqs=tuple(int(s) for s in o["seqs"]),
+                    op_ref=op.activity_id or op.op_id,
+                    run_id=self.run_id,
+                    written_at=now,
+                )
+            )
+        return out
 
     def _mirror_updates(self, outcomes: Iterable[Mapping[str, Any]]) -> list[MirrorEntry]:
         """What flipsync now expects Constant Contact to hold, until the next refresh reads it."""

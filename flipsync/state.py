@@ -13,18 +13,20 @@ import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from flipsync.errors import StateError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-_SCHEMA = """
+# The first schema, as version 1 shipped it. A new file is created at version 1 and then
+# migrated like any old file, so the upgrade path is the path every file takes.
+_SCHEMA_V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE inbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -112,6 +114,71 @@ CREATE TABLE retry_queue (
 );
 """
 
+# Version 2: every import activity flipsync ever owned (an uncertain POST may only adopt an
+# activity that is in none of them), and the writes to verify at the next read of the account.
+_SCHEMA_V2 = """
+CREATE TABLE activities (
+    activity_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    recorded_at TEXT NOT NULL
+);
+CREATE TABLE expected_writes (
+    email_key TEXT PRIMARY KEY,
+    list_ids TEXT NOT NULL,
+    seqs TEXT NOT NULL,
+    op_ref TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    written_at TEXT NOT NULL
+);
+"""
+
+# How long flipsync remembers the activities it owned. Constant Contact lists the activities
+# of the last 10 days, so an older one can never be offered as a candidate again.
+ACTIVITIES_KEPT_DAYS = 30
+
+
+def _statements(script: str) -> list[str]:
+    return [s for s in script.split(";") if s.strip()]
+
+
+def _migrate_to_2(conn: sqlite3.Connection) -> None:
+    """Add the activities and expected_writes tables; remember the activities already owned."""
+    for statement in _statements(_SCHEMA_V2):
+        conn.execute(statement)
+    now = iso(utcnow())
+    owned: list[str] = []
+    row = conn.execute("SELECT value FROM meta WHERE key='committed_import_activities'").fetchone()
+    if row is not None:
+        try:
+            ids = json.loads(row[0])
+        except ValueError:
+            ids = []
+        owned += [str(i) for i in ids] if isinstance(ids, list) else []
+    owned += [
+        str(r[0])
+        for r in conn.execute("SELECT activity_id FROM journal_ops WHERE activity_id IS NOT NULL")
+    ]
+    for (report,) in conn.execute("SELECT report FROM runs WHERE report IS NOT NULL").fetchall():
+        try:
+            activities = json.loads(report).get("activities", [])
+        except (ValueError, AttributeError):
+            continue
+        owned += [
+            str(a["activity_id"])
+            for a in activities
+            if isinstance(a, dict) and isinstance(a.get("activity_id"), str)
+        ]
+    conn.executemany(
+        "INSERT OR IGNORE INTO activities(activity_id, kind, recorded_at) VALUES(?,?,?)",
+        [(i, "json_import", now) for i in dict.fromkeys(owned)],
+    )
+    conn.execute("DELETE FROM meta WHERE key='committed_import_activities'")
+
+
+# Numbered migrations: MIGRATIONS[n] takes a file from version n-1 to n. Each runs once, in
+# the same transaction as the user_version bump.
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {2: _migrate_to_2}
+
 
 def utcnow() -> datetime:
     """Timezone-aware now; every timestamp flipsync stores is UTC."""
@@ -169,6 +236,22 @@ class MirrorEntry:
 
 
 @dataclass(frozen=True)
+class Expectation:
+    """A person flipsync recorded as written: the lists Constant Contact should now show.
+
+    ``op_ref`` names the write request (an import activity id, or the journal op id of a
+    single-contact request), the unit in which a write is lost or lands.
+    """
+
+    email_key: str
+    list_ids: frozenset[str]
+    seqs: tuple[int, ...]
+    op_ref: str
+    run_id: str
+    written_at: str
+
+
+@dataclass(frozen=True)
 class JournalOp:
     """One request-sized unit of a journaled batch and how far it got."""
 
@@ -213,38 +296,57 @@ class StateDB:
             if not path.parent.exists():
                 path.parent.mkdir(parents=True, mode=0o700)
             # Create the file private before SQLite opens it; SQLite gives -wal/-shm the same mode.
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-            os.close(fd)
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+                os.close(fd)
+            except FileExistsError:
+                pass  # another process made it a moment ago; the schema step is serialised
+
         try:
             conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout=30000")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=30000")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.DatabaseError as exc:
             raise StateError(
                 f"state file {path} is not a readable flipsync state DB: {exc}"
             ) from exc
         db = cls(conn, path)
-        if version == 0:
-            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-            if tables:
-                raise StateError(
-                    f"{path} is an SQLite file but not a flipsync state DB; refusing to use it"
-                )
-            with db.transaction():
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        elif version > SCHEMA_VERSION:
+        if version > SCHEMA_VERSION:
             raise StateError(
                 f"{path} was written by a newer flipsync (schema {version} > {SCHEMA_VERSION}); "
                 "upgrade flipsync, never downgrade a state file"
             )
+        if version < SCHEMA_VERSION:
+            db._upgrade()
         return db
+
+    def _upgrade(self) -> None:
+        """Create or migrate the schema, once, however many processes open the file at once.
+
+        BEGIN IMMEDIATE serialises them; the version is read again inside the transaction,
+        so the second process finds the work done.
+        """
+        conn = self._conn
+        with self.transaction():
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+                if tables:
+                    raise StateError(
+                        f"{self.path} is an SQLite file but not a flipsync state DB; "
+                        "refusing to use it"
+                    )
+                for statement in _statements(_SCHEMA_V1):
+                    conn.execute(statement)
+                version = 1
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                MIGRATIONS[target](conn)
+            if version != SCHEMA_VERSION:
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
         """Close the connection."""
@@ -481,12 +583,75 @@ class StateDB:
         posted_at: str | None = None,
         result: Mapping[str, Any] | None = None,
     ) -> None:
-        """Move one journaled request forward (posting -> posted -> done / failed)."""
+        """Move one journaled request forward (posting -> posted -> done / failed).
+
+        An activity id is also remembered for good (``known_activity_ids``), in the same
+        transaction: once flipsync owns an activity, no later uncertain POST may adopt it.
+        """
         with self.transaction() as conn:
             conn.execute(
                 "UPDATE journal_ops SET state=?, activity_id=coalesce(?, activity_id), "
                 "posted_at=coalesce(?, posted_at), result=coalesce(?, result) WHERE op_id=?",
                 (state, activity_id, posted_at, None if result is None else _dumps(result), op_id),
+            )
+            if activity_id is not None:
+                self._record_activity(conn, activity_id)
+
+    def _record_activity(self, conn: sqlite3.Connection, activity_id: str) -> None:
+        conn.execute(
+            "INSERT OR IGNORE INTO activities(activity_id, kind, recorded_at) VALUES(?,?,?)",
+            (activity_id, "json_import", iso(utcnow())),
+        )
+
+    def known_activity_ids(self) -> set[str]:
+        """Every activity flipsync owned lately: journaled, committed, or adopted, any run."""
+        since = iso(utcnow() - timedelta(days=ACTIVITIES_KEPT_DAYS))
+        known = {
+            str(r[0])
+            for r in self._conn.execute(
+                "SELECT activity_id FROM activities WHERE recorded_at >= ?", (since,)
+            )
+        }
+        known.update(
+            str(r[0])
+            for r in self._conn.execute(
+                "SELECT activity_id FROM journal_ops WHERE activity_id IS NOT NULL"
+            )
+        )
+        return known
+
+    # -- writes to verify ---------------------------------------------------------------
+
+    def pending_expectations(self) -> list[Expectation]:
+        """Writes not yet seen in Constant Contact, oldest first."""
+        return [
+            Expectation(
+                email_key=r["email_key"],
+                list_ids=frozenset(json.loads(r["list_ids"])),
+                seqs=tuple(int(x) for x in json.loads(r["seqs"])),
+                op_ref=r["op_ref"],
+                run_id=r["run_id"],
+                written_at=r["written_at"],
+            )
+            for r in self._conn.execute("SELECT * FROM expected_writes ORDER BY written_at, rowid")
+        ]
+
+    def oldest_expectation_at(self) -> str | None:
+        """When the oldest unproven write was committed, or None."""
+        row = self._conn.execute("SELECT min(written_at) FROM expected_writes").fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
+    def settle_expectations(self, settled: Iterable[str], resend: Mapping[int, str]) -> None:
+        """Drop checked expectations; queue the records of lost writes to be sent again."""
+        now = iso(utcnow())
+        with self.transaction() as conn:
+            conn.executemany(
+                "DELETE FROM expected_writes WHERE email_key=?", [(k,) for k in settled]
+            )
+            conn.executemany(
+                "INSERT INTO retry_queue(seq, attempts, reason, since) VALUES(?,?,?,?) "
+                "ON CONFLICT(seq) DO UPDATE SET reason=excluded.reason",
+                [(seq, 0, reason, now) for seq, reason in resend.items()],
             )
 
     def open_journals(self, kind: str | None = None) -> list[Journal]:
@@ -540,8 +705,11 @@ class StateDB:
         transactions: Iterable[tuple[str, str, bool, bool]] = (),
         mirror: Iterable[MirrorEntry] = (),
         meta: Mapping[str, str] | None = None,
+        expect: Iterable[Expectation] = (),
     ) -> None:
         """Commit a confirmed batch: outcomes, checkpoint, retries, knowledge, journal removal.
+
+        ``expect`` lists the people recorded as written, to be verified at the next read.
 
         Everything happens in one transaction, so a crash leaves either the whole
         batch committed or the journal still there for the next run to finish.
@@ -593,9 +761,30 @@ class StateDB:
                     (txn_id, email_key, int(signed_up), int(created), run_id),
                 )
             self._upsert_mirror(conn, mirror)
+            conn.executemany(
+                "INSERT OR REPLACE INTO expected_writes(email_key, list_ids, seqs, op_ref, run_id, "
+                "written_at) VALUES(?,?,?,?,?,?)",
+                [
+                    (
+                        e.email_key,
+                        _dumps(sorted(e.list_ids)),
+                        _dumps(list(e.seqs)),
+                        e.op_ref,
+                        e.run_id,
+                        e.written_at,
+                    )
+                    for e in expect
+                ],
+            )
             for key, value in (meta or {}).items():
                 self.set_meta(key, value, conn)
             if batch_id is not None:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO activities(activity_id, kind, recorded_at) "
+                    "SELECT activity_id, kind, ? FROM journal_ops "
+                    "WHERE batch_id=? AND activity_id IS NOT NULL",
+                    [(now, batch_id)],
+                )
                 conn.execute("DELETE FROM journal_ops WHERE batch_id=?", (batch_id,))
                 conn.execute("DELETE FROM journal WHERE batch_id=?", (batch_id,))
 

@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -43,11 +43,15 @@ from flipsync.plan import Plan, build_plan
 from flipsync.policy import Known, decide
 from flipsync.ports import ConstantContactAPI
 from flipsync.push import Pusher
+from flipsync.reconcile import Reconciler
 from flipsync.records import FlipcauseRecord, Unusable, parse_record
 from flipsync.rules import skip_rule_for
-from flipsync.state import InboxRow, Journal, JournalOp, StateDB, iso, utcnow
+from flipsync.state import InboxRow, Journal, JournalOp, MirrorEntry, StateDB, iso, utcnow
 
 log = structlog.get_logger(__name__)
+
+# Writes that no later read has proven are checked by the first run this long after them.
+VERIFY_AFTER = timedelta(minutes=30)
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,7 @@ class Syncer:
         self.sleep = sleep
         self.run_id = run_id or f"{clock().strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:8]}"
         self.knowledge = Knowledge(state, api, strategy=settings.run.lookup_strategy, clock=clock)
+        self.reconciler = Reconciler(state, api, clock=clock)
         self.pusher = Pusher(settings, state, api, run_id=self.run_id, clock=clock, sleep=sleep)
         self._catalog: Catalog | None = None
         self.report: RunReport | None = None
@@ -93,6 +98,8 @@ class Syncer:
                 # Read after the journals: finishing a batch settles or adds retries.
                 retries = self.state.retry_seqs()
                 self._process_inbox(report, retries, dry_run=dry_run, max_batches=max_batches)
+                if not dry_run:
+                    self._verify_writes(report)
         return report
 
     @contextmanager
@@ -105,6 +112,7 @@ class Syncer:
         self.report = report
         if not dry_run:
             self.state.start_run(self.run_id, kind, self.clock())
+            self.knowledge.on_read = lambda seen: self._settle_writes(seen, report)
         try:
             yield report
             if report.status == "ok" and report.records_read == 0 and not report.outcomes:
@@ -119,6 +127,31 @@ class Syncer:
             report.requests = Counter(self.api.request_counts) - self._requests_at_start
             if not dry_run:
                 self.state.finish_run(self.run_id, report.status, report.as_dict())
+
+    def _settle_writes(self, seen: Mapping[str, MirrorEntry], report: RunReport) -> None:
+        """Check earlier batches' writes against a fresh read; lost ones go back in the queue."""
+        result = self.reconciler.check(seen)
+        report.writes_verified += result.verified
+        report.writes_resent += result.resent
+        report.warnings.extend(w for w in result.warnings if w not in report.warnings)
+
+    def _verify_writes(self, report: RunReport) -> None:
+        """Prove writes that no later read has checked yet, once they are ``VERIFY_AFTER`` old.
+
+        Normally the next batch's read of the account settles them for free. When no work
+        follows, a later run (idle or not) pays one refresh of a warm mirror (or a lookup per
+        import without one), so an idle run right after a write still sends nothing.
+        """
+        if report.status != "ok":
+            return
+        oldest = self.state.oldest_expectation_at()
+        if oldest is None or self.clock() - datetime.fromisoformat(oldest) < VERIFY_AFTER:
+            return
+        if self.knowledge.mirror_complete and self.settings.run.lookup_strategy != "lookup":
+            self.knowledge.refresh()
+            report.warnings.extend(w for w in self.knowledge.warnings if w not in report.warnings)
+        else:
+            self._settle_writes({}, report)
 
     def _finish_journals(self, kind: str, report: RunReport) -> bool:
         """Finish batches an earlier run left open; False while an import still processes."""
@@ -213,6 +246,9 @@ class Syncer:
                         waiting(report)
                         break
                     scanned = last
+            if not dry_run:
+                with batch_guard():
+                    self._verify_writes(report)
         return report
 
     # -- one batch ----------------------------------------------------------------------

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -83,6 +84,14 @@ def make_client(settings: ClientSettings, *, attempts: int = 3) -> ConstantConta
         retry=RetryPolicy.no_wait(max_attempts=attempts),
         clock=clock,
     )
+
+
+def http_date(moment: datetime) -> dict[str, str]:
+    """A ``Date`` header: how the client measures Constant Contact's clock."""
+    return {"Date": format_datetime(moment.astimezone(UTC), usegmt=True)}
+
+
+DATE = http_date(NOW)
 
 
 def query(call: Any) -> dict[str, str]:
@@ -322,18 +331,21 @@ class TestJsonImport:
         assert encode_json({"import_data": self.rows, "list_ids": [LIST_ID]}) == sent.body
         assert sent.headers["Content-Type"] == "application/json"
 
-    @pytest.mark.parametrize("failure", [{"status": 500}, {"body": requests.ReadTimeout()}])
+    @pytest.mark.parametrize(
+        "failure", [{"status": 500, "headers": DATE}, {"body": requests.ReadTimeout()}]
+    )
     def test_after_a_failure_the_created_activity_is_found_and_not_posted_again(
         self, settings: ClientSettings, rsps: responses.RequestsMock, failure: dict[str, Any]
     ) -> None:
-        """A 500 or timeout on POST: GET /activities finds the import; no second POST."""
+        """A 500 or timeout on POST: GET /activities proves the import; no second POST."""
         rsps.post(IMPORT_URL, **failure)
         rsps.get(
             ACTIVITIES_URL,
+            headers=DATE,
             json={
                 "activities": [
                     activity("other-size", created=NOW, people=5),
-                    activity("ours", created=NOW - timedelta(seconds=5), people=2),
+                    activity("ours", created=NOW + timedelta(milliseconds=300), people=2),
                     activity("old", created=NOW - timedelta(hours=1), people=2),
                 ]
             },
@@ -348,10 +360,11 @@ class TestJsonImport:
         self, settings: ClientSettings, rsps: responses.RequestsMock
     ) -> None:
         """No matching activity: post again, once, and return the new id."""
-        rsps.post(IMPORT_URL, status=500)
+        rsps.post(IMPORT_URL, status=500, headers=DATE)
         rsps.post(IMPORT_URL, status=201, json={"activity_id": "a2"})
         rsps.get(
             ACTIVITIES_URL,
+            headers=DATE,
             json={"activities": [activity("old", created=NOW - timedelta(hours=1), people=2)]},
         )
         client = make_client(settings)
@@ -359,14 +372,88 @@ class TestJsonImport:
         assert [c.request.method for c in rsps.calls] == ["POST", "GET", "POST"]
         assert dict(client.request_counts) == {"json_import": 2, "activities_list": 1}
 
+    @pytest.mark.parametrize(
+        ("listed", "why"),
+        [
+            # the lost-import bug: a completed import of the same size 90 s before the POST
+            ([activity("earlier", created=NOW - timedelta(seconds=90), people=2)], "before"),
+            # created after the POST, but flipsync recorded it in an earlier run
+            ([activity("known", created=NOW, people=2)], "known"),
+            # unfinished, no counts yet: nothing proves it holds our rows
+            ([activity("uncounted", created=NOW, people=None)], "no counts"),
+            # two that fit: neither is proven to be ours
+            (
+                [activity("x", created=NOW, people=2), activity("y", created=NOW, people=2)],
+                "ambiguous",
+            ),
+        ],
+    )
+    def test_an_activity_without_proof_is_never_adopted(
+        self,
+        settings: ClientSettings,
+        rsps: responses.RequestsMock,
+        listed: list[dict[str, Any]],
+        why: str,
+    ) -> None:
+        """Anything short of proof: the import is posted again (an upsert), never assumed."""
+        rsps.post(IMPORT_URL, status=500, headers=DATE)
+        rsps.get(ACTIVITIES_URL, headers=DATE, json={"activities": listed})
+        rsps.post(IMPORT_URL, status=201, json={"activity_id": "reposted"})
+        client = make_client(settings)
+        assert client.start_json_import(self.rows, [LIST_ID], exclude={"known"}) == "reposted", why
+        assert client.request_counts["json_import"] == 2
+
+    def test_without_a_measured_server_clock_nothing_is_adopted(
+        self, settings: ClientSettings, rsps: responses.RequestsMock
+    ) -> None:
+        """No Date header on any answer: the window cannot be placed, so the import is re-sent."""
+        rsps.post(IMPORT_URL, body=requests.ReadTimeout())
+        rsps.get(ACTIVITIES_URL, json={"activities": [activity("fits", created=NOW, people=2)]})
+        rsps.post(IMPORT_URL, status=201, json={"activity_id": "reposted"})
+        assert make_client(settings).start_json_import(self.rows, [LIST_ID]) == "reposted"
+
+    @pytest.mark.parametrize(
+        ("server_ahead", "created_after_post", "adopted"),
+        [
+            (timedelta(minutes=10), timedelta(milliseconds=200), True),
+            (timedelta(minutes=10), -timedelta(seconds=5), False),
+            (-timedelta(minutes=10), timedelta(milliseconds=200), True),
+            (-timedelta(minutes=10), -timedelta(seconds=5), False),
+        ],
+    )
+    def test_the_window_follows_the_measured_clock_offset(
+        self,
+        settings: ClientSettings,
+        rsps: responses.RequestsMock,
+        server_ahead: timedelta,
+        created_after_post: timedelta,
+        adopted: bool,
+    ) -> None:
+        """CC's clock 10 minutes off ours: the window moves with it, by the Date header."""
+        server_now = NOW + server_ahead
+        rsps.post(IMPORT_URL, status=500, headers=http_date(server_now))
+        rsps.get(
+            ACTIVITIES_URL,
+            headers=http_date(server_now),
+            json={"activities": [activity("a", created=server_now + created_after_post, people=2)]},
+        )
+        if not adopted:
+            rsps.post(IMPORT_URL, status=201, json={"activity_id": "reposted"})
+        found = make_client(settings).start_json_import(self.rows, [LIST_ID])
+        assert found == ("a" if adopted else "reposted")
+
     def test_an_earlier_import_of_this_run_is_not_mistaken_for_this_one(
         self, settings: ClientSettings, rsps: responses.RequestsMock
     ) -> None:
         """Two same-sized imports: the second's failure does not adopt the first's id."""
-        rsps.post(IMPORT_URL, status=201, json={"activity_id": "first"})
-        rsps.post(IMPORT_URL, status=503)
+        rsps.post(IMPORT_URL, status=201, json={"activity_id": "first"}, headers=DATE)
+        rsps.post(IMPORT_URL, status=503, headers=DATE)
         rsps.post(IMPORT_URL, status=201, json={"activity_id": "second"})
-        rsps.get(ACTIVITIES_URL, json={"activities": [activity("first", created=NOW, people=2)]})
+        rsps.get(
+            ACTIVITIES_URL,
+            headers=DATE,
+            json={"activities": [activity("first", created=NOW, people=2)]},
+        )
         client = make_client(settings)
         assert client.start_json_import(self.rows, [LIST_ID]) == "first"
         assert client.start_json_import(self.rows, [LIST_ID]) == "second"
@@ -404,7 +491,7 @@ class TestImportMatches:
             (activity("a", created=NOW, people=3), False),
             (activity("a", created=NOW - timedelta(minutes=3), people=2), False),
             (activity("claimed", created=NOW, people=2), False),
-            (activity("a", created=NOW, people=None), True),  # not counted yet, initialized
+            (activity("a", created=NOW, people=None), False),  # not counted yet: no proof
             (activity("a", created=NOW, people=None, state="completed"), False),
             ({**activity("a", created=NOW, people=None), "status": {"items_total_count": 3}}, True),
             ({**activity("a", created=NOW, people=None), "status": {"list_count": 1}}, False),
@@ -592,7 +679,7 @@ class TestAuthAndAccounting:
             body=requests.ConnectionError("http://x/v3/contacts?email=ada%40example.org"),
         )
         rsps.get(f"{API}/contacts", json={"contacts": []})
-        rsps.post(IMPORT_URL, status=500)
+        rsps.post(IMPORT_URL, status=500, headers=DATE)
         rsps.get(ACTIVITIES_URL, json={"activities": [activity("a1", created=NOW, people=1)]})
         rsps.get(
             f"{API}/contact_lists",

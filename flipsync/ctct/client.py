@@ -10,22 +10,27 @@ CC has no idempotency keys. A POST that fails with a 5xx, a timeout or a broken 
 have taken effect anyway (``OutcomeUnknown``), so it is never simply sent again:
 
 * ``start_json_import``: after such a failure the client waits one backoff, reads
-  ``GET /activities`` (newest first) and takes the first activity that matches; only when none
-  matches does it post again, at most ``MAX_UNCERTAIN_POSTS`` posts in all. An activity matches
-  (``import_matches``) when
+  ``GET /activities`` (newest first) and adopts an activity only with proof that this POST
+  made it; otherwise it posts again, at most ``MAX_UNCERTAIN_POSTS`` posts in all, and then
+  gives up (the caller defers the batch; nothing is committed as done). An activity is the
+  answer to the uncertain POST (``import_matches`` plus uniqueness) only when all hold:
 
-  1. this client has not already returned or adopted its id (an earlier import of the same run
-     is never mistaken for this one);
-  2. its ``created_at`` is no earlier than ``IMPORT_MATCH_SKEW`` before the failed POST was
-     sent (room for clock skew between this host and CC);
+  1. flipsync never recorded it before, in any run: the caller passes every activity id of
+     its journal and history (``exclude``), and this client adds the ids it returned;
+  2. its ``created_at`` is no earlier than the moment the POST was sent, in Constant
+     Contact's clock: our send time plus the *measured* lower bound of the server's clock
+     offset (``ServerClock``, from the ``Date`` headers of recent answers), less the one
+     second that ``Date`` and ``created_at`` may be truncated by. With no measured offset
+     nothing is adopted;
   3. it looks like a contacts import: no ``status.list_count`` (list-membership jobs) and no
      ``_links.results`` (exports);
-  4. its counts fit: ``items_total_count`` is the number of rows sent (or one more, for CC's
-     header row); or, without it, ``person_count`` equals that number; or, when there are no
-     counts at all, it is still ``initialized`` or ``processing``.
+  4. its row count matches: ``items_total_count`` is the number of rows sent (or one more,
+     for CC's header row), or, without it, ``person_count`` equals that number. An activity
+     with no counts yet proves nothing and is never adopted;
+  5. it is the only activity that passes 1 to 4.
 
-  The residual risk is a second import of the same rows when CC registers the first one only
-  after the check. Imports are upserts by email, so that costs requests, not data.
+  Imports are upserts by email, so a needless second post costs requests; adopting an
+  activity that is not ours would cost people. The rule errs towards the first.
 * ``create_contact``: re-posting is safe because a duplicate answers 409, which is raised as
   ``ContactExists`` with ``after_uncertain_post=True`` so the caller can decide.
 * ``sign_up``: an upsert by email, so it is retried like a GET (and on 409 "simultaneous
@@ -72,7 +77,8 @@ from flipsync.errors import ContactExists, RequestRefused, TransientError, Unexp
 
 log = structlog.get_logger(__name__)
 
-IMPORT_MATCH_SKEW: Final = timedelta(minutes=2)
+# Date headers and created_at stamps may be truncated to the second.
+CLOCK_RESOLUTION: Final = timedelta(seconds=1)
 MAX_UNCERTAIN_POSTS: Final = 3
 _JSON: Final = {"Content-Type": "application/json"}
 _EXISTING_ID = re.compile(r"exists for contact\s+([0-9A-Za-z-]+)", re.IGNORECASE)
@@ -195,12 +201,18 @@ class ConstantContactClient:
     # --- writes -------------------------------------------------------------------------
 
     def start_json_import(
-        self, import_data: Sequence[Mapping[str, Any]], list_ids: Sequence[str]
+        self,
+        import_data: Sequence[Mapping[str, Any]],
+        list_ids: Sequence[str],
+        *,
+        exclude: Collection[str] = (),
     ) -> str:
         """Start a contacts JSON import and return its activity_id; never re-posts blindly.
 
         Cut the rows with ``limits.split_import`` first; a body over the caps is refused here
-        before anything is sent. See the module docstring for the matching rule.
+        before anything is sent. ``exclude`` names every activity flipsync already knows
+        (journal and history), which can never be this POST's. See the module docstring for
+        the matching rule.
         """
         if not import_data:
             raise ValueError("an import needs at least one row")
@@ -232,7 +244,7 @@ class ConstantContactClient:
             except OutcomeUnknown as exc:
                 log.warning("import_outcome_unknown", reason=exc.reason, post=post, contacts=people)
                 self._http.retry.sleep(self._http.retry.wait_seconds(post))
-                found = self._find_import(sent_at, people)
+                found = self._find_import(sent_at, people, exclude)
                 if found is not None:
                     self._claimed_activities.add(found)
                     log.info("import_found_after_failure", activity_id=found, contacts=people)
@@ -387,19 +399,30 @@ class ConstantContactClient:
     def _find_import(
         self, sent_at: datetime, people: int, exclude: Collection[str] = ()
     ) -> str | None:
-        """The id of an import that the uncertain POST sent at ``sent_at`` created, if any."""
-        since = sent_at - IMPORT_MATCH_SKEW
+        """The id of the import that the uncertain POST sent at ``sent_at`` made, if proven."""
+        # Read first: this answer's Date header is itself a fresh measurement of the offset.
+        recent = self._recent_activities(None, 50)
+        offset = self._http.server_clock.lower
+        if offset is None:
+            log.warning("import_match_unprovable", reason="no Date header measured yet")
+            return None
+        since = sent_at + offset - CLOCK_RESOLUTION
         claimed = self._claimed_activities | set(exclude)
-        for raw in self._recent_activities(None, 50):
-            if import_matches(raw, people=people, since=since, claimed=claimed):
-                return str(raw["activity_id"])
-        return None
+        found = [
+            str(raw["activity_id"])
+            for raw in recent
+            if import_matches(raw, people=people, since=since, claimed=claimed)
+        ]
+        if len(found) > 1:
+            log.warning("import_match_ambiguous", candidates=len(found), contacts=people)
+            return None
+        return found[0] if found else None
 
     def find_import(self, sent_at: datetime, people: int, exclude: Collection[str]) -> str | None:
         """After a crash between an import POST and its answer: the activity it made, if any.
 
-        Same rule as the in-process search (module docstring); ``exclude`` names activities
-        the caller knows belong to other batches.
+        Same rule as the in-process search (module docstring); ``exclude`` names every
+        activity flipsync has recorded, in this run or any earlier one.
         """
         found = self._find_import(sent_at, people, exclude)
         if found is not None:
@@ -410,9 +433,9 @@ class ConstantContactClient:
 def import_matches(
     raw: Mapping[str, Any], *, people: int, since: datetime, claimed: set[str] | frozenset[str]
 ) -> bool:
-    """Whether a raw activity is the import an uncertain POST of ``people`` rows created.
+    """Whether a raw activity can be the import an uncertain POST of ``people`` rows created.
 
-    The rule, point by point, is in the module docstring.
+    Points 1 to 4 of the module docstring's rule; the caller checks uniqueness (point 5).
     """
     activity_id = raw.get("activity_id")
     if not isinstance(activity_id, str) or not activity_id or activity_id in claimed:
@@ -432,7 +455,8 @@ def import_matches(
     person_count = status.get("person_count")
     if isinstance(person_count, int) and person_count > 0:
         return person_count == people
-    return raw.get("state") in ("initialized", "processing")
+    # No counts (yet): nothing proves this activity holds our rows.
+    return False
 
 
 def _json(response: requests.Response) -> dict[str, Any]:

@@ -9,6 +9,8 @@ This module owns how a request leaves the process and what its answer means:
   zero wait; ``HttpClient.run`` applies it through tenacity.
 - ``HttpClient.send`` is the single place a request is sent, and counts it by kind in
   ``request_counts`` (retries included), so a run report can match the server's request log.
+  It also reads each answer's ``Date`` header into ``ServerClock``: the measured bounds of
+  Constant Contact's clock against ours, which the import matching rule relies on.
 - ``HttpClient.call`` maps answers onto flipsync's error taxonomy (reference §2 and §5):
 
   ======================================  ==================================================
@@ -340,6 +342,62 @@ def _never_sent(exc: requests.RequestException) -> bool:
     return isinstance(reason, MaxRetryError) and isinstance(reason.reason, NewConnectionError)
 
 
+class ServerClock:
+    """Bounds on Constant Contact's clock minus ours, measured from ``Date`` headers.
+
+    An answer sent between our local moments ``sent`` and ``received`` carries the server's
+    time at some moment in between, truncated to the second. So the offset (server minus
+    local) is at least ``Date - received`` and less than ``Date + 1 s - sent``. The tightest
+    bounds over the recent answers are kept; when drift makes them cross, the newest answer
+    alone is believed. With no answer measured yet, nothing is known (``lower`` is None), and
+    callers that need proof (the import matching rule) must not guess.
+    """
+
+    KEPT = 50
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._samples: list[tuple[float, float]] = []
+
+    def observe(self, sent: datetime, received: datetime, date_header: str | None) -> None:
+        """Learn from one answer's ``Date`` header (ignored when absent or unreadable)."""
+        if not date_header:
+            return
+        try:
+            server = parsedate_to_datetime(date_header)
+        except (TypeError, ValueError, IndexError):
+            return
+        if server.tzinfo is None:
+            return
+        lower = (server - received).total_seconds()
+        upper = (server - sent).total_seconds() + 1.0
+        with self._lock:
+            self._samples.append((lower, upper))
+            del self._samples[: -self.KEPT]
+            if self._bounds() is None:
+                self._samples[:] = self._samples[-1:]
+
+    def _bounds(self) -> tuple[float, float] | None:
+        if not self._samples:
+            return None
+        lower = max(s[0] for s in self._samples)
+        upper = min(s[1] for s in self._samples)
+        return (lower, upper) if lower <= upper else None
+
+    @property
+    def lower(self) -> timedelta | None:
+        """The least the server's clock can be ahead of ours; None before any measurement."""
+        with self._lock:
+            bounds = self._bounds()
+        return None if bounds is None else timedelta(seconds=bounds[0])
+
+    @property
+    def samples(self) -> int:
+        """How many answers the bounds rest on."""
+        with self._lock:
+            return len(self._samples)
+
+
 class HttpClient:
     """Sends requests for one component: rate-limited, counted, retried, errors mapped."""
 
@@ -359,6 +417,7 @@ class HttpClient:
         self._timeout = timeout
         self._limiter = limiter
         self._clock = clock
+        self.server_clock = ServerClock()
 
     def send(self, kind: str, method: str, url: str, **kwargs: Any) -> requests.Response:
         """The one place a request leaves: wait for the limiter, count it, send it once."""
@@ -366,9 +425,12 @@ class HttpClient:
             self._limiter.acquire()
         with self._count_lock:
             self.request_counts[kind] += 1
-        return self.session.request(
+        sent = self._clock()
+        response = self.session.request(
             method, url, timeout=self._timeout, allow_redirects=False, **kwargs
         )
+        self.server_clock.observe(sent, self._clock(), response.headers.get("Date"))
+        return response
 
     def run(self, attempt: Callable[[], T], *, kind: str, method: str, url: str) -> T:
         """Call ``attempt`` until it stops raising RetryableFailure, within the policy.

@@ -37,7 +37,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -416,6 +416,52 @@ class Sandbox:
             contact.deleted_us = stamp
             contact.list_ids = []
             contact.updated_us = stamp
+
+    def remove_from_list(self, email: str, list_ref: str) -> None:
+        """Take a contact off a list as a list move in the UI does: ``updated_at`` stays.
+
+        Constant Contact does not bump a contact's ``updated_at`` for list moves (a known
+        trap for incremental syncs), so this change is invisible to ``updated_after``.
+        """
+        with self._lock:
+            contact = self._require_contact(email)
+            list_id = self._resolve_list(list_ref)
+            contact.list_ids = [i for i in contact.list_ids if i != list_id]
+
+    def add_import_activity(
+        self,
+        emails: Sequence[str],
+        list_refs: Sequence[str],
+        *,
+        age_seconds: float = 0.0,
+        counts: bool = True,
+        finish: bool = True,
+    ) -> str:
+        """A contacts import that flipsync did not make (staff importing a spreadsheet).
+
+        ``age_seconds`` back-dates it; ``counts=False`` keeps it unfinished and shows no
+        counts (as an activity CC has only just registered); ``finish=False`` alone keeps it
+        processing with its counts. Returns the activity id.
+        """
+        with self._lock:
+            list_ids = [self._resolve_list(ref) for ref in list_refs]
+            stamp = self._stamp() - int(age_seconds * MICROS)
+            unfinished = not counts or not finish
+            activity = Activity(
+                activity_id=str(uuid.uuid4()),
+                created_us=stamp,
+                due_s=float("inf") if unfinished else self.now(),
+                list_ids=list_ids,
+                rows=[ImportRow(i + 2, {"email": e}) for i, e in enumerate(emails)],
+                received_rows=len(emails),
+                truncated=False,
+                dropped_rows=0,
+                client_id=None,
+                counts_hidden=not counts,
+            )
+            self._activities.append(activity)
+            self._settle()
+            return activity.activity_id
 
     def _require_contact(self, email_or_id: str) -> Contact:
         contact = self._by_id.get(email_or_id) or self._by_email.get(email_or_id.strip().lower())

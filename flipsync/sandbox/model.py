@@ -283,6 +283,7 @@ class Activity:
     error_count: int = 0
     correctable_count: int = 0
     cannot_add_to_list_count: int = 0
+    counts_hidden: bool = False
     created_contacts: int = 0
     updated_contacts: int = 0
     errors: list[str] = field(default_factory=list)
@@ -332,6 +333,8 @@ def activity_json(activity: Activity, *, now_s: float, duration_s: float) -> dic
         "correctable_count": activity.correctable_count if done else 0,
         "cannot_add_to_list_count": activity.cannot_add_to_list_count if done else 0,
     }
+    if activity.counts_hidden and not done:
+        out["status"] = {}
     out["_links"] = {"self": {"href": f"/v3/activities/{activity.activity_id}"}}
     return out
 

@@ -87,6 +87,12 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Silence the default per-request stderr line; the sandbox keeps its own log."""
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The ``Date`` header from the sandbox's clock, which tests may move forward."""
+        return super().date_time_string(
+            self.server.sandbox.now() if timestamp is None else timestamp
+        )
+
     def do_GET(self) -> None:
         self._dispatch()
 
