@@ -267,6 +267,7 @@ def parse_record(
             seq,
             record_key,
             rejected=False,
+            email=check_email(payload.get(f.email))[0],  # shown, so the person can be found
             reason=(
                 f"unrecognised trigger type {(trigger or '')[:40]!r}: not synced, since it may "
                 "be a merchant record; add its spelling to the right kind under "

@@ -169,6 +169,7 @@ def test_unrecognised_trigger_type_is_skipped_with_the_fix() -> None:
     assert isinstance(out, Unusable) and not out.rejected and out.kind is None
     assert "unrecognised trigger type 'new_thing'" in out.reason
     assert "flipcause.trigger_types" in out.reason
+    assert out.email == "ada@example.org"  # the report shows whom it concerns
 
 
 def test_payloads_without_trigger_type_still_sync() -> None:
@@ -302,3 +303,18 @@ def test_amount_at_least_rejects_non_amounts(tmp_path: Path, bad: object) -> Non
         settings_from(data, tmp_path)
     (problem,) = info.value.problems
     assert "policy.rules[0].when.amount_at_least" in problem and "an amount >= 0" in problem
+
+
+def test_unrecognised_trigger_synced_by_backfill_once_configured(org: Org) -> None:
+    """Skipped with the fix in the reason; after the spelling is added, a backfill syncs it."""
+    org.ingest([payload("nia@example.org", webhook_trigger_type="new_contact_v2")])
+    first = org.run()
+    (outcome,) = first.outcomes
+    assert outcome["action"] == "skip" and "flipcause.trigger_types" in outcome["reason"]
+    assert first.record_kinds == {"unrecognised": 1}
+    assert org.contact("nia@example.org") is None
+    org.write_config(flipcause={"trigger_types": {"contact": ["new_contact", "new_contact_v2"]}})
+    result = org.cli("backfill", "--since", "2000-01-01")
+    assert result.exit_code == 0, result.output
+    nia = org.contact("nia@example.org")
+    assert nia is not None and nia["email_address"]["permission_to_send"] == "implicit"
