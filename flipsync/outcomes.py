@@ -13,11 +13,10 @@ from typing import Any
 
 from flipsync.people import Person
 from flipsync.policy import Action, Decision
-from flipsync.records import FlipcauseRecord, Unusable
+from flipsync.records import MERCHANT_KINDS, FlipcauseRecord, Unusable
 from flipsync.state import InboxRow
 
 DEFERRED = "deferred"
-MERCHANT = ("merchant_payment", "merchant_credit")
 
 
 @dataclass
@@ -49,7 +48,7 @@ class RunReport:
 
     def merchant_records(self) -> int:
         """Merchant account payments and credits read: counted, never synced."""
-        return sum(self.record_kinds.get(k, 0) for k in MERCHANT)
+        return sum(self.record_kinds.get(k, 0) for k in MERCHANT_KINDS)
 
     def counts(self) -> dict[str, int]:
         """Outcomes per action."""

@@ -290,7 +290,7 @@ def decide(
                 policy,
                 f"existing contact signed up ({signup})",
                 tail=": a sign-up does not lift a hold Constant Contact placed "
-                "(flipsync cannot see its cause); lists and names only",
+                "(flipsync cannot see its cause)",
             )
         if person.signed_up:
             return _existing(person, known, policy, f"existing contact signed up ({signup})")

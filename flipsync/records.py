@@ -19,7 +19,7 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
 
-from flipsync.config import RECORD_KINDS, FieldMap, FlipcauseSettings, spelling_key
+from flipsync.config import FieldMap, FlipcauseSettings, spelling_key
 
 CID_RE = re.compile(r"\(CID([0-9]+-[0-9]+)\)")
 # Deliberately strict: an address Constant Contact would refuse is better rejected here, with
@@ -30,7 +30,10 @@ MAX_EMAIL = 50  # Constant Contact's JSON import and sign-up form both cap email
 
 
 class RecordKind(StrEnum):
-    """What a Flipcause webhook record is, from its trigger type and activity type."""
+    """What a Flipcause webhook record is, from its trigger type and activity type.
+
+    The values are config.RECORD_KINDS, the keys of `flipcause.trigger_types`.
+    """
 
     ACTIVITY = "activity"
     TRANSACTION = "transaction"
@@ -39,8 +42,6 @@ class RecordKind(StrEnum):
     MERCHANT_CREDIT = "merchant_credit"
     REFUND = "refund"
 
-
-assert tuple(RecordKind) == RECORD_KINDS  # the config's trigger_types keys are these kinds
 
 UNRECOGNISED = "unrecognised"  # how reports name the kind of a payload no trigger spelling lists
 MERCHANT_KINDS = frozenset({RecordKind.MERCHANT_PAYMENT, RecordKind.MERCHANT_CREDIT})

@@ -274,7 +274,9 @@ class Syncer:
         records: list[FlipcauseRecord] = []
         for row in rows:
             parsed = _parse_safely(row, self.settings)
-            report.record_kinds[parsed.kind or UNRECOGNISED] += 1
+            # A payload without a kind has an unknown trigger, or could not be read at all.
+            unknown = "unreadable" if isinstance(parsed, Unusable) and parsed.rejected else None
+            report.record_kinds[parsed.kind or unknown or UNRECOGNISED] += 1
             if isinstance(parsed, Unusable):
                 outcomes.append(unusable_outcome(parsed, row))
                 continue

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from flipsync.config import load_settings
+from flipsync.config import DEFAULT_TRIGGER_TYPES, RECORD_KINDS, load_settings
 from flipsync.errors import ConfigError
 from flipsync.people import group_people
 from flipsync.policy import Action, Known, decide
@@ -46,6 +46,11 @@ def merchant(trigger: str, **extra: Any) -> dict[str, Any]:
 
 
 # -- one test per kind ---------------------------------------------------------------------
+
+
+def test_record_kinds_are_the_config_keys() -> None:
+    """`flipcause.trigger_types` is keyed by exactly the kinds records get."""
+    assert tuple(RecordKind) == RECORD_KINDS == tuple(DEFAULT_TRIGGER_TYPES)
 
 
 def test_activity_record() -> None:
