@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 import click
 import structlog
 
-from flipsync import __version__, logs
+from flipsync import __version__, discovery, logs
 from flipsync.config import CONFIG_ENV, Settings, load_settings, secret_from_env
 from flipsync.errors import ExitCode, FlipsyncError, InputError
 from flipsync.intake import IngestReport, ingest_text
@@ -523,6 +523,28 @@ def consent_warnings(settings: Settings) -> list[str]:
     return warnings
 
 
+def _field_report(settings: Settings) -> discovery.FieldReport | None:
+    """Field counts over the stored payloads; None when there is no state file yet."""
+    if not settings.state_file.exists():
+        return None
+    with open_state(settings, create=False) as state:
+        return discovery.discover(discovery.stored_payloads(state), settings.flipcause)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@pass_ctx
+@handle_errors
+def fields(ctx: Context, as_json: bool) -> None:
+    """For go-live: which configured Flipcause fields the stored payloads carry (counts only)."""
+    settings = ctx.settings
+    report = _field_report(settings) or discovery.discover((), settings.flipcause)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        click.echo(discovery.render_text(report))
+
+
 @cli.command()
 @click.option(
     "--offline", is_flag=True, help="Check the config only; no request to Constant Contact."
@@ -535,6 +557,14 @@ def check(ctx: Context, offline: bool) -> None:
     click.echo(f"config {settings.config_path}: ok (setup {settings.policy.setup})")
     for warning in consent_warnings(settings):
         click.echo(f"warning: {warning}")
+    field_report = _field_report(settings)
+    if field_report is None or not field_report.payloads:
+        click.echo("stored payloads: none yet (run `flipsync fields` after the first webhooks)")
+    else:
+        click.echo(f"stored payloads: {field_report.payloads}")
+        found = discovery.email_warning(field_report)
+        if found:
+            click.echo(f"warning: {found}")
     if offline:
         return
     from flipsync.sync import Syncer

@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
@@ -83,6 +84,38 @@ DEFAULT_ACTIVITY_TYPES: dict[str, tuple[str, ...]] = {
     "recurring_setup": ("RS Recurring Setup", "Recurring Setup", "RS"),
 }
 
+# Record kinds and the `webhook_trigger_type` spellings that map to them (case, spacing,
+# `_` and `-` ignored). Only new_activity and new_transaction are documented; the contact
+# and merchant strings are guesses to confirm from real payloads (`flipsync fields` counts
+# the records each kind recognises). A refund is a new transaction in Flipcause, so it is
+# normally recognised from its activity type (`activity_types.refund`), not its trigger.
+RECORD_KINDS: tuple[str, ...] = (
+    "activity",
+    "transaction",
+    "contact",
+    "merchant_payment",
+    "merchant_credit",
+    "refund",
+)
+DEFAULT_TRIGGER_TYPES: dict[str, tuple[str, ...]] = {
+    "activity": ("new_activity",),
+    "transaction": ("new_transaction",),
+    "contact": ("new_contact",),
+    "merchant_payment": (
+        "new_merchant_account_payment",
+        "new_merchant_payment",
+        "merchant_account_payment",
+        "merchant_payment",
+    ),
+    "merchant_credit": (
+        "new_merchant_account_credit",
+        "new_merchant_credit",
+        "merchant_account_credit",
+        "merchant_credit",
+    ),
+    "refund": ("new_refund",),
+}
+
 
 # FieldMap name -> the Flipcause CSV export column(s) that hold it, for
 # `flipsync ingest --format flipcause-csv`. The defaults are the contact and transaction
@@ -115,6 +148,10 @@ class FlipcauseSettings:
     fields: FieldMap = field(default_factory=FieldMap)
     activity_types: Mapping[str, tuple[str, ...]] = field(
         default_factory=lambda: dict(DEFAULT_ACTIVITY_TYPES)
+    )
+    # Record kind -> webhook_trigger_type spellings (see DEFAULT_TRIGGER_TYPES).
+    trigger_types: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: dict(DEFAULT_TRIGGER_TYPES)
     )
     # Flipcause field name -> Constant Contact custom field name (must exist in the account).
     custom_fields: Mapping[str, str] = field(default_factory=dict)
@@ -152,7 +189,7 @@ class Condition:
     activity_types: tuple[str, ...] = ()
     campaign_ids: tuple[str, ...] = ()
     campaign_titles: tuple[str, ...] = ()
-    amount_at_least: float | None = None
+    amount_at_least: Decimal | None = None
     recurring: bool | None = None
     email_patterns: tuple[str, ...] = ()
     trigger_types: tuple[str, ...] = ()
@@ -502,7 +539,9 @@ def _bounded_int(low: int, high: int) -> Callable[[Any], int]:
 
 def _parse_flipcause(r: _Reader, raw: Any) -> FlipcauseSettings:
     p = "flipcause"
-    d = r.section(raw, p, ("fields", "activity_types", "custom_fields", "csv_columns"))
+    d = r.section(
+        raw, p, ("fields", "activity_types", "trigger_types", "custom_fields", "csv_columns")
+    )
     field_names = tuple(f.name for f in fields(FieldMap))
     fd = r.section(d.get("fields"), _join(p, "fields"), field_names)
     fmap = FieldMap(
@@ -527,6 +566,9 @@ def _parse_flipcause(r: _Reader, raw: Any) -> FlipcauseSettings:
                 DEFAULT_ACTIVITY_TYPES[kind],
                 "a list of activity_type spellings",
             )
+    trigger_types = _parse_spellings(
+        r, d.get("trigger_types"), _join(p, "trigger_types"), DEFAULT_TRIGGER_TYPES
+    )
     cd = d.get("custom_fields")
     custom: dict[str, str] = {}
     if cd is not None:
@@ -548,9 +590,39 @@ def _parse_flipcause(r: _Reader, raw: Any) -> FlipcauseSettings:
     return FlipcauseSettings(
         fields=fmap,
         activity_types=activity_types,
+        trigger_types=trigger_types,
         custom_fields=custom,
         csv_columns=_parse_csv_columns(r, d.get("csv_columns"), _join(p, "csv_columns")),
     )
+
+
+def spelling_key(text: str) -> str:
+    """How trigger type spellings compare: case, spacing, `_` and `-` ignored."""
+    return " ".join(re.split(r"[\s_-]+", text.strip())).casefold()
+
+
+def _parse_spellings(
+    r: _Reader, raw: Any, path: str, defaults: Mapping[str, tuple[str, ...]]
+) -> dict[str, tuple[str, ...]]:
+    """Kind -> spellings; given kinds replace their default, [] recognises none of them."""
+    d = r.section(raw, path, tuple(defaults))
+    out = dict(defaults)
+    for kind in d:
+        if kind in defaults:
+            out[kind] = r.get(
+                d, path, kind, _str_tuple, defaults[kind], "a list of trigger type spellings"
+            )
+    owner: dict[str, str] = {}
+    for kind, spellings in out.items():
+        for spelling in spellings:
+            key = spelling_key(spelling)
+            if owner.setdefault(key, kind) != kind:
+                r.problem(
+                    _join(path, kind),
+                    f"{spelling!r} is already a spelling of `{owner[key]}`; "
+                    "a trigger type names one kind (remove it from one of them)",
+                )
+    return out
 
 
 def _parse_csv_columns(r: _Reader, raw: Any, path: str) -> dict[str, tuple[str, ...]]:
@@ -600,16 +672,26 @@ def _parse_condition(r: _Reader, raw: Any, path: str) -> Condition:
                 f"unknown activity kind {kind!r}; use one of {', '.join(sorted(known))}",
             )
 
-    def amount(value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+    def amount(value: Any) -> Decimal:
+        # Via the string form: YAML's 1.1 is the float 1.1000000000000000888..., and a
+        # Decimal made from that float would not match a $1.10 gift.
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise TypeError
+        try:
+            number = Decimal(str(value).strip().replace("$", "").replace(",", ""))
+        except InvalidOperation:
+            raise ValueError from None
+        if not number.is_finite() or number < 0:
             raise ValueError
-        return float(value)
+        return number
 
     return Condition(
         activity_types=kinds,
         campaign_ids=r.get(d, path, "campaign_id", _str_tuple, NO_STRS, "a list of campaign ids"),
         campaign_titles=r.get(d, path, "campaign_title", _str_tuple, NO_STRS, "a list of titles"),
-        amount_at_least=r.get(d, path, "amount_at_least", amount, None, "a number >= 0"),
+        amount_at_least=r.get(
+            d, path, "amount_at_least", amount, None, "an amount >= 0 like 500 or 1.10"
+        ),
         recurring=r.get(d, path, "recurring", _bool, None, "true or false"),
         email_patterns=r.get(
             d, path, "email_matches", _str_tuple, NO_STRS, "a list of glob patterns like *@test.org"

@@ -13,7 +13,7 @@ from typing import Any
 
 from flipsync.people import Person
 from flipsync.policy import Action, Decision
-from flipsync.records import FlipcauseRecord, Unusable
+from flipsync.records import MERCHANT_KINDS, FlipcauseRecord, Unusable
 from flipsync.state import InboxRow
 
 DEFERRED = "deferred"
@@ -43,6 +43,12 @@ class RunReport:
     planned_writes: Counter[str] = field(default_factory=Counter)
     writes_verified: int = 0
     writes_resent: int = 0
+    # Records read per kind (activity, transaction, contact, merchant_payment, ...).
+    record_kinds: Counter[str] = field(default_factory=Counter)
+
+    def merchant_records(self) -> int:
+        """Merchant account payments and credits read: counted, never synced."""
+        return sum(self.record_kinds.get(k, 0) for k in MERCHANT_KINDS)
 
     def counts(self) -> dict[str, int]:
         """Outcomes per action."""
@@ -65,7 +71,12 @@ class RunReport:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "checkpoint": {"before": self.checkpoint_before, "after": self.checkpoint_after},
-            "records": {"read": self.records_read, "retried": self.records_retried},
+            "records": {
+                "read": self.records_read,
+                "retried": self.records_retried,
+                "by_kind": dict(sorted(self.record_kinds.items())),
+                "merchant": self.merchant_records(),
+            },
             "people": self.people,
             "counts": self.counts(),
             "knowledge": self.knowledge,

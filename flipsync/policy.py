@@ -14,7 +14,10 @@ order they are applied:
    counts as new (a Mailing List activity may arrive after the donation).
 4. Permission only moves towards explicit, only through the sign-up form, and
    only with a Flipcause sign-up as evidence (or, for new contacts, the
-   configured status). Existing contacts otherwise keep their status.
+   configured status). In mailing_list_contacts that includes a pending_confirmation
+   contact who signs up again (explicit, or pending again under Confirmed Opt-In);
+   a temp_hold contact keeps its hold, which is Constant Contact's and whose cause
+   flipsync cannot see. Existing contacts otherwise keep their status.
 5. Phone and street address are written only for new contacts; existing ones
    get only `existing_contact_fields` (names by default) and their lists.
 6. Where a cheaper request has the same effect (the contact already has the
@@ -197,7 +200,7 @@ def decide(
             else:
                 target = policy.new_non_subscriber_status
                 base = policy.lists.new_non_subscribers
-                why = f"new non-subscriber; setup gives them {target}"
+                why = f"new non-subscriber; setup {setup} gives them {target}"
         else:
             target, base = policy.new_contact_status, policy.lists.new
             why = f"new contact; setup all_contacts_uniform gives {target}"
@@ -257,6 +260,38 @@ def decide(
                 reason=f"existing {known.permission} contact signed up ({signup}): made explicit"
                 + note,
             )
+        if person.signed_up and known.permission == "pending_confirmation":
+            # The setup promises that people signing up on a Flipcause form end explicit
+            # (pending again under Confirmed Opt-In); a contact who never confirmed an
+            # earlier sign-up has just given the same consent again.
+            lists, note = _with_rule_lists(person, policy, policy.lists.existing)
+            result = (
+                "pending_confirmation again until the person confirms (Confirmed Opt-In)"
+                if confirmed_opt_in
+                else "made explicit"
+            )
+            return Decision(
+                person=person,
+                action=Action.UPDATE,
+                endpoint=Endpoint.SIGN_UP_FORM,
+                status_before=known.permission,
+                status_after=explicit_after,
+                lists=lists,
+                fields=_available(person, policy.existing_contact_fields),
+                reason=f"existing pending_confirmation contact signed up again ({signup}): "
+                f"{result}" + note,
+            )
+        if person.signed_up and known.permission == "temp_hold":
+            # temp_hold is Constant Contact's own hold, not the contact's choice nor the
+            # account's; flipsync cannot see its cause, and the sign-up form would override it.
+            return _existing(
+                person,
+                known,
+                policy,
+                f"existing contact signed up ({signup})",
+                tail=": a sign-up does not lift a hold Constant Contact placed "
+                "(flipsync cannot see its cause)",
+            )
         if person.signed_up:
             return _existing(person, known, policy, f"existing contact signed up ({signup})")
         if known.permission != "explicit":
@@ -267,10 +302,17 @@ def decide(
                 "setup mailing_list_contacts syncs only sign-ups and explicit contacts",
             )
         return _existing(person, known, policy, "explicit contact in Constant Contact")
-    return _existing(person, known, policy, "existing contact")
+    # The "all contacts" setups promise that existing contacts keep their status, whatever
+    # their status and whether or not they signed up (only new subscribers become explicit).
+    why = f"existing contact signed up ({signup})" if person.signed_up else "existing contact"
+    return _existing(
+        person, known, policy, why, tail=f"; setup {setup} keeps every existing contact's status"
+    )
 
 
-def _existing(person: Person, known: Known, policy: PolicySettings, why: str) -> Decision:
+def _existing(
+    person: Person, known: Known, policy: PolicySettings, why: str, *, tail: str = ""
+) -> Decision:
     """Existing contacts: names (as configured) and lists by JSON import; status untouched."""
     lists, note = _with_rule_lists(person, policy, policy.lists.existing)
     held = {
@@ -285,5 +327,5 @@ def _existing(person: Person, known: Known, policy: PolicySettings, why: str) ->
         status_after=known.permission,
         lists=lists,
         fields=_available(person, policy.existing_contact_fields),
-        reason=f"{why} keeps status {known.permission}{held}" + note,
+        reason=f"{why} keeps status {known.permission}{held}{tail}" + note,
     )

@@ -3,6 +3,10 @@
 Every field name comes from the config's field map, because Flipcause's payload
 documentation is incomplete; fields the map does not name are kept in `extra`.
 Values are cleaned (trimmed, control characters removed) but never invented.
+
+Each payload is first given its kind (Flipcause's event model), from the trigger type
+and the activity type: merchant account payments and credits are the organization's
+own money, never a supporter, so they never become a person whatever names they carry.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from enum import StrEnum
 from typing import Any
 
-from flipsync.config import FieldMap, FlipcauseSettings
+from flipsync.config import FieldMap, FlipcauseSettings, spelling_key
 
 CID_RE = re.compile(r"\(CID([0-9]+-[0-9]+)\)")
 # Deliberately strict: an address Constant Contact would refuse is better rejected here, with
@@ -22,6 +27,28 @@ CID_RE = re.compile(r"\(CID([0-9]+-[0-9]+)\)")
 _LOCAL_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 _LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 MAX_EMAIL = 50  # Constant Contact's JSON import and sign-up form both cap email at 50
+
+
+class RecordKind(StrEnum):
+    """What a Flipcause webhook record is, from its trigger type and activity type.
+
+    The values are config.RECORD_KINDS, the keys of `flipcause.trigger_types`.
+    """
+
+    ACTIVITY = "activity"
+    TRANSACTION = "transaction"
+    CONTACT = "contact"
+    MERCHANT_PAYMENT = "merchant_payment"
+    MERCHANT_CREDIT = "merchant_credit"
+    REFUND = "refund"
+
+
+UNRECOGNISED = "unrecognised"  # how reports name the kind of a payload no trigger spelling lists
+MERCHANT_KINDS = frozenset({RecordKind.MERCHANT_PAYMENT, RecordKind.MERCHANT_CREDIT})
+MERCHANT_REASON = {
+    RecordKind.MERCHANT_PAYMENT: "merchant account payment",
+    RecordKind.MERCHANT_CREDIT: "merchant account credit",
+}
 
 
 @dataclass(frozen=True)
@@ -45,6 +72,7 @@ class FlipcauseRecord:
 
     seq: int
     record_key: str
+    kind: RecordKind
     webhook_record_id: str | None
     trigger_type: str | None
     activity_type: str | None
@@ -78,6 +106,11 @@ class FlipcauseRecord:
         """Recurring donations arrive as a Recurring Setup activity."""
         return self.activity_kind == "recurring_setup"
 
+    @property
+    def is_refund(self) -> bool:
+        """A refund is a new transaction: its person is a supporter, its amount is no gift."""
+        return self.kind is RecordKind.REFUND
+
     def flipcause_ids(self) -> dict[str, str]:
         """The Flipcause identifiers a person reading a report would search for."""
         ids = {
@@ -100,6 +133,7 @@ class Unusable:
     reason: str
     ids: Mapping[str, str] = field(default_factory=dict)
     email: str | None = None
+    kind: RecordKind | None = None
 
 
 def clean_text(value: Any) -> str | None:
@@ -151,6 +185,46 @@ def normalize_kind(raw: str | None, kinds: Mapping[str, tuple[str, ...]]) -> str
     return None
 
 
+def trigger_kind(raw: str | None, kinds: Mapping[str, tuple[str, ...]]) -> str | None:
+    """Map a webhook_trigger_type spelling to its record kind; unknown spellings map to None."""
+    if not raw:
+        return None
+    wanted = spelling_key(raw)
+    for kind, spellings in kinds.items():
+        if any(wanted == spelling_key(s) for s in spellings):
+            return kind
+    return None
+
+
+def record_kind(
+    payload: Mapping[str, Any], settings: FlipcauseSettings
+) -> tuple[RecordKind | None, str | None]:
+    """(kind, trigger type text) of a payload; kind None when the trigger type is not known.
+
+    Merchant kinds win over everything. A refund is recognised from either the trigger
+    or the activity type (Flipcause sends a refund as a new transaction or activity).
+    Payloads without a trigger type (CSV exports, saved files) are activities when they
+    name an activity type, transactions when they carry a transaction id, else contacts.
+    """
+    f = settings.fields
+    trigger = clean_text(payload.get(f.trigger_type))
+    activity_type = clean_text(payload.get(f.activity_type))
+    by_trigger = trigger_kind(trigger, settings.trigger_types)
+    if trigger and by_trigger is None:
+        return None, trigger
+    if by_trigger in MERCHANT_KINDS or by_trigger == RecordKind.REFUND:
+        return RecordKind(by_trigger), trigger
+    if normalize_kind(activity_type, settings.activity_types) == "refund":
+        return RecordKind.REFUND, trigger
+    if by_trigger is not None:
+        return RecordKind(by_trigger), trigger
+    if activity_type:
+        return RecordKind.ACTIVITY, trigger
+    if clean_text(payload.get(f.transaction_id)):
+        return RecordKind.TRANSACTION, trigger
+    return RecordKind.CONTACT, trigger
+
+
 def _amount(raw: str | None) -> Decimal | None:
     if not raw:
         return None
@@ -188,6 +262,33 @@ def parse_record(
         ids["contact_id"] = f"CID{cid_match.group(1)}"
     clean_ids = {k: v for k, v in ids.items() if v}
 
+    kind, trigger = record_kind(payload, settings)
+    if kind is None:
+        return Unusable(
+            seq,
+            record_key,
+            rejected=False,
+            email=check_email(payload.get(f.email))[0],  # shown, so the person can be found
+            reason=(
+                f"unrecognised trigger type {(trigger or '')[:40]!r}: not synced, since it may "
+                "be a merchant record; add its spelling to the right kind under "
+                "flipcause.trigger_types, then `flipsync backfill` syncs it"
+            ),
+            ids=clean_ids,
+        )
+    if kind in MERCHANT_KINDS:
+        return Unusable(
+            seq,
+            record_key,
+            rejected=False,
+            reason=(
+                f"{MERCHANT_REASON[kind]}: the organization's own money, not a supporter; "
+                "never creates or changes a contact"
+            ),
+            ids=clean_ids,
+            kind=kind,
+        )
+
     first, last = text(f.first_name), text(f.last_name)
     business = text(f.business_name)
     raw_email = payload.get(f.email)
@@ -196,14 +297,21 @@ def parse_record(
             seq,
             record_key,
             rejected=False,
-            reason="no person in this record (for example a merchant payment or credit)",
+            reason="no person in this record (no email and no name)",
             ids=clean_ids,
+            kind=kind,
         )
     email, problem = check_email(raw_email)
     if email is None:
         shown = raw_email.strip()[:80] if isinstance(raw_email, str) else None
         return Unusable(
-            seq, record_key, rejected=True, reason=problem or "", ids=clean_ids, email=shown
+            seq,
+            record_key,
+            rejected=True,
+            reason=problem or "",
+            ids=clean_ids,
+            email=shown,
+            kind=kind,
         )
 
     activity_type = text(f.activity_type)
@@ -218,8 +326,9 @@ def parse_record(
     return FlipcauseRecord(
         seq=seq,
         record_key=record_key,
+        kind=kind,
         webhook_record_id=ids["webhook_record_id"],
-        trigger_type=text(f.trigger_type),
+        trigger_type=trigger,
         activity_type=activity_type,
         activity_kind=normalize_kind(activity_type, settings.activity_types),
         activity_id=ids["activity_id"],

@@ -36,6 +36,14 @@ def render_text(report: RunReport) -> str:
         f"  created {c['create']}, updated {c['update']}, skipped {c['skip']}, "
         f"rejected {c['reject']}, deferred {c['deferred']}"
     )
+    if report.record_kinds:
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(report.record_kinds.items()))
+        lines.append(f"  record kinds: {kinds}")
+    if report.merchant_records():
+        lines.append(
+            f"  merchant account payments and credits: {report.merchant_records()} "
+            "(never synced: not supporters)"
+        )
     if report.knowledge:
         lines.append(f"  contact state from: {', '.join(dict.fromkeys(report.knowledge))}")
     total = sum(report.requests.values())

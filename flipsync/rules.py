@@ -12,8 +12,14 @@ def matches(condition: Condition, record: FlipcauseRecord) -> bool:
     """True when every condition that is set holds for the record (an AND of the keys).
 
     Values inside one key are alternatives (an OR): `activity_type: [donation, refund]`.
-    Campaign titles and trigger types compare case-insensitively.
+    Campaign titles and trigger types compare case-insensitively. A refund never matches
+    an amount or recurring condition: its amount is money returned, not a gift, so no
+    amount or recurring list is ever added (or skip made) because of one.
     """
+    if record.is_refund and (
+        condition.amount_at_least is not None or condition.recurring is not None
+    ):
+        return False
     if condition.activity_types and record.activity_kind not in condition.activity_types:
         return False
     if condition.campaign_ids and record.campaign_id not in condition.campaign_ids:

@@ -44,7 +44,7 @@ from flipsync.policy import Known, decide
 from flipsync.ports import ConstantContactAPI
 from flipsync.push import Pusher
 from flipsync.reconcile import Reconciler
-from flipsync.records import FlipcauseRecord, Unusable, parse_record
+from flipsync.records import UNRECOGNISED, FlipcauseRecord, Unusable, parse_record
 from flipsync.rules import skip_rule_for
 from flipsync.state import InboxRow, Journal, JournalOp, MirrorEntry, StateDB, iso, utcnow
 
@@ -274,6 +274,9 @@ class Syncer:
         records: list[FlipcauseRecord] = []
         for row in rows:
             parsed = _parse_safely(row, self.settings)
+            # A payload without a kind has an unknown trigger, or could not be read at all.
+            unknown = "unreadable" if isinstance(parsed, Unusable) and parsed.rejected else None
+            report.record_kinds[parsed.kind or unknown or UNRECOGNISED] += 1
             if isinstance(parsed, Unusable):
                 outcomes.append(unusable_outcome(parsed, row))
                 continue

@@ -17,6 +17,7 @@ STATES = [
     "implicit",
     "not_set",
     "pending_confirmation",
+    "temp_hold",
     "unsubscribed",
     "deleted",
 ]
@@ -57,15 +58,23 @@ def skip(state: str) -> tuple[Action, Endpoint, str | None, tuple[str, ...], tup
     return (Action.SKIP, Endpoint.NONE, after, (), ())
 
 
-def expected(setup: str, state: str, signed: bool, status: str) -> tuple[Any, ...]:
+def expected(setup: str, state: str, signed: bool, status: str, coi: bool) -> tuple[Any, ...]:
     """The rule book, written out independently of the implementation."""
     if state == "unsubscribed":
         return skip(state)
+    # what a sign-up form ends in: explicit, or pending_confirmation under Confirmed Opt-In
+    signed_up_status = "pending_confirmation" if coi else "explicit"
     existing_keep = (Action.UPDATE, Endpoint.JSON_IMPORT, state, ("Existing",), NAMES)
     if setup == "mailing_list_contacts":
         if state == "new":
             if signed:
-                return (Action.CREATE, Endpoint.SIGN_UP_FORM, "explicit", ("New",), NEW_FIELDS)
+                return (
+                    Action.CREATE,
+                    Endpoint.SIGN_UP_FORM,
+                    signed_up_status,
+                    ("New",),
+                    NEW_FIELDS,
+                )
             return skip(state)
         if state == "deleted":
             if signed:
@@ -75,20 +84,31 @@ def expected(setup: str, state: str, signed: bool, status: str) -> tuple[Any, ..
             return existing_keep
         if signed and state in ("implicit", "not_set"):
             return (Action.UPDATE, Endpoint.SIGN_UP_FORM, "explicit", ("Existing",), NAMES)
-        if signed:  # pending_confirmation: the contact's own confirmation is awaited
+        if signed and state == "pending_confirmation":
+            # signing up again on a Flipcause form: the setup's promise holds for them too
+            return (Action.UPDATE, Endpoint.SIGN_UP_FORM, signed_up_status, ("Existing",), NAMES)
+        if signed:  # temp_hold: Constant Contact's own hold; a sign-up does not lift it
             return existing_keep
         return skip(state)
     if setup == "all_contacts_uniform":
         if state == "new":
-            return (Action.CREATE, ENDPOINT_FOR[status], status, ("New",), NEW_FIELDS)
+            after = signed_up_status if status == "explicit" else status
+            return (Action.CREATE, ENDPOINT_FOR[status], after, ("New",), NEW_FIELDS)
         if state == "deleted":
             return skip(state)
         return existing_keep
     # all_contacts_by_subscription
     if state == "new":
         if signed:
-            return (Action.CREATE, Endpoint.SIGN_UP_FORM, "explicit", ("Subscribers",), NEW_FIELDS)
-        return (Action.CREATE, ENDPOINT_FOR[status], status, ("NonSubscribers",), NEW_FIELDS)
+            return (
+                Action.CREATE,
+                Endpoint.SIGN_UP_FORM,
+                signed_up_status,
+                ("Subscribers",),
+                NEW_FIELDS,
+            )
+        after = signed_up_status if status == "explicit" else status
+        return (Action.CREATE, ENDPOINT_FOR[status], after, ("NonSubscribers",), NEW_FIELDS)
     if state == "deleted":
         return skip(state)
     return existing_keep
@@ -102,12 +122,13 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("coi", [False, True], ids=["coi-off", "coi-on"])
 @pytest.mark.parametrize(("setup", "state", "signed", "status"), CASES)
-def test_decision_table(setup: str, state: str, signed: bool, status: str) -> None:
+def test_decision_table(setup: str, state: str, signed: bool, status: str, coi: bool) -> None:
     """Endpoint, final status, lists and fields for every combination the product meets."""
     settings = setup_settings(setup, status)
     who = person(settings, signed_up=signed)
-    decision = decide(who, known_for(state), settings.policy)
+    decision = decide(who, known_for(state), settings.policy, confirmed_opt_in=coi)
     got = (
         decision.action,
         decision.endpoint,
@@ -115,8 +136,62 @@ def test_decision_table(setup: str, state: str, signed: bool, status: str) -> No
         decision.lists,
         decision.fields,
     )
-    assert got == expected(setup, state, signed, status), decision.reason
+    assert got == expected(setup, state, signed, status, coi), decision.reason
     assert decision.reason  # every decision carries its reason
+
+
+def expected_reason(setup: str, state: str, signed: bool, coi: bool) -> list[str]:
+    """Phrases the reason must contain, so a person reading it learns why (not just what)."""
+    if state == "unsubscribed":
+        return ["unsubscribed in Constant Contact: never updated"]
+    if state == "deleted":
+        return ["deleted in Constant Contact"]
+    if state == "new":
+        if setup == "mailing_list_contacts":
+            return ["signed up (Mailing List activity"] if signed else ["no mailing-list sign-up"]
+        if setup == "all_contacts_by_subscription" and signed:
+            return ["new subscriber (Mailing List activity"]
+        return ["new", f"setup {setup} gives"]
+    parts = [state]
+    if signed:
+        parts.append("signed up")
+    if setup == "mailing_list_contacts" and not signed and state != "explicit":
+        return [*parts, "without a mailing-list sign-up", "syncs only sign-ups and explicit"]
+    if state in ("pending_confirmation", "temp_hold") and not (
+        setup == "mailing_list_contacts" and signed and state == "pending_confirmation"
+    ):
+        parts.append(
+            "awaiting the contact's own confirmation"
+            if state == "pending_confirmation"
+            else "on hold by Constant Contact"
+        )
+    if setup != "mailing_list_contacts":
+        parts.append(f"setup {setup} keeps every existing contact's status")
+    elif signed and state == "pending_confirmation":
+        parts.append(
+            "pending_confirmation again until the person confirms (Confirmed Opt-In)"
+            if coi
+            else "signed up again (Mailing List activity"
+        )
+        if not coi:
+            parts.append("made explicit")
+    elif signed and state == "temp_hold":
+        parts.append("a sign-up does not lift a hold Constant Contact placed")
+    return parts
+
+
+@pytest.mark.parametrize("coi", [False, True], ids=["coi-off", "coi-on"])
+@pytest.mark.parametrize(("setup", "state", "signed", "status"), CASES)
+def test_every_reason_says_why(
+    setup: str, state: str, signed: bool, status: str, coi: bool
+) -> None:
+    """The reason names the state, the evidence, and the rule that decided (setups 1, 2, 3)."""
+    settings = setup_settings(setup, status)
+    decision = decide(
+        person(settings, signed_up=signed), known_for(state), settings.policy, confirmed_opt_in=coi
+    )
+    for phrase in expected_reason(setup, state, signed, coi):
+        assert phrase in decision.reason, (phrase, decision.reason)
 
 
 @pytest.mark.parametrize(("setup", "state", "signed", "status"), CASES)

@@ -82,10 +82,14 @@ def test_mailing_list_contacts_setup(org: Org) -> None:
     assert final(org, "explicit@example.org") == ("explicit", {"Existing"}, False)
     assert final(org, "implicit@example.org") == ("explicit", {"Existing"}, False)
     assert final(org, "notset@example.org") == ("explicit", {"Existing"}, False)
-    assert final(org, "pending@example.org") == ("pending_confirmation", {"Existing"}, False)
+    # a contact who never confirmed an earlier sign-up and signs up again: the sign-up form
+    assert final(org, "pending@example.org") == ("explicit", {"Existing"}, False)
     assert final(org, "deleted@example.org") == ("explicit", {"Existing"}, False)
     assert_untouched_unsubscribed(org)
     assert report.counts()["skip"] == 2  # the donor who did not sign up, and the unsubscribed
+    (pending,) = [o for o in report.outcomes if o["email"] == "pending@example.org"]
+    assert pending["endpoint"] == "sign_up_form"
+    assert "signed up again" in pending["reason"]
 
 
 @pytest.mark.parametrize("status", ["implicit", "explicit", "not_set"])
@@ -183,11 +187,17 @@ def test_confirmed_opt_in_account_reports_pending(org: Org, sandbox_config: Sand
             "lists": {"new": ["Newsletter"], "existing": ["Existing"]},
         },
     )
-    org.ingest(batch({"new-sub@example.org"}))
+    seed_account(org)
+    org.ingest(batch({"new-sub@example.org", "pending@example.org"}))
     report = org.run()
     (outcome,) = [o for o in report.outcomes if o["email"] == "new-sub@example.org"]
     assert outcome["status_after"] == "pending_confirmation"
     assert final(org, "new-sub@example.org")[0] == "pending_confirmation"
+    # an unconfirmed contact signing up again goes through the sign-up form and stays pending
+    (again,) = [o for o in report.outcomes if o["email"] == "pending@example.org"]
+    assert (again["endpoint"], again["status_after"]) == ("sign_up_form", "pending_confirmation")
+    assert final(org, "pending@example.org") == ("pending_confirmation", {"Existing"}, False)
+    assert not report.warnings  # what flipsync expected is what the account shows
 
 
 @pytest.mark.parametrize(

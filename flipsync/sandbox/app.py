@@ -1191,7 +1191,9 @@ class Sandbox:
         New contacts are ``explicit`` (opt_in_source Contact), or ``pending_confirmation``
         when Confirmed Opt-In is on. Existing contacts, unsubscribed and deleted ones
         included, are set to ``explicit`` (deleted ones are restored); given fields are
-        updated and lists and custom fields appended.
+        updated and lists and custom fields appended. Under Confirmed Opt-In a contact
+        still ``pending_confirmation`` stays so: only the person's own confirmation ends
+        it [inferred: the spec says nothing of pending contacts].
         """
         data = validate.sign_up(self._json_body(request), self._lists, self._fields)
         assert data.email is not None
@@ -1209,7 +1211,9 @@ class Sandbox:
             self._apply_input(contact, data, stamp, "Contact", replace=False)
             return json_response(201, {"contact_id": contact.contact_id, "action": "created"})
         contact.deleted_us = None
-        self._set_permission(contact, "explicit", stamp, source="Contact")
+        awaiting = self.config.confirmed_opt_in and contact.permission == "pending_confirmation"
+        if not awaiting:
+            self._set_permission(contact, "explicit", stamp, source="Contact")
         contact.update_source = "Contact"
         self._apply_input(contact, data, stamp, "Contact", replace=False)
         contact.updated_us = stamp
