@@ -4,8 +4,12 @@ Two ways to learn a contact's state:
 
 - the mirror: every contact of the account (email -> id, status, lists, updated_at)
   kept in the state DB. Building it costs one request per 500 contacts; once
-  built, each run refreshes it with `updated_after` (status=all, so deletions and
-  unsubscribes show), usually one request.
+  built, each run refreshes it once with `updated_after` (status=all, so deletions
+  and unsubscribes show), usually one request. Later batches of the same run read
+  nothing back: what flipsync wrote is in the mirror from the commit. Before a batch
+  that would send an existing contact to the sign-up form (the one write that could
+  resubscribe someone), the opt-outs since the last such check are asked for with
+  `optout_after`, which does not depend on `updated_at` being bumped.
 - per-email lookups: one request per email, with no upkeep.
 
 With `lookup_strategy: auto`, a warm mirror is refreshed; a cold one is built only
@@ -37,6 +41,9 @@ OVERLAP = timedelta(minutes=2)
 MIRROR_COMPLETE = "mirror_complete"
 MIRROR_WATERMARK = "mirror_watermark"
 ACCOUNT_SIZE = "account_contacts"
+OPTOUTS_CHECKED = "optouts_checked_at"
+# With no record of an opt-out check (a mirror from an older flipsync), look this far back.
+OPTOUT_LOOKBACK = timedelta(days=30)
 LOOKUPS_WITHOUT_COUNT = 25
 
 
@@ -88,6 +95,7 @@ class Knowledge:
         # Called with every fresh read of contacts (email key -> entry): the run checks there
         # that its earlier writes landed (flipsync.reconcile). None in dry runs.
         self.on_read: Callable[[Mapping[str, MirrorEntry]], None] | None = None
+        self._read_this_run = False
 
     @property
     def mirror_complete(self) -> bool:
@@ -102,14 +110,40 @@ class Knowledge:
         if self.strategy == "lookup":
             return self._lookups(keys)
         if self.mirror_complete:
-            # Every batch reads what changed since the last read, just before its decisions:
-            # someone who unsubscribed a minute ago must not be sent to the sign-up form.
+            if self._read_this_run:
+                # This run read the account already and committed its own writes to the
+                # mirror; opt-outs since are asked for separately (check_optouts).
+                return self._from_mirror(keys, "mirror", 0)
             requests = self.refresh()
             return self._from_mirror(keys, "mirror refresh", requests)
         if self.strategy == "mirror" or not self._lookups_cheaper(len(keys)):
             requests = self.build()
             return self._from_mirror(keys, "mirror build", requests)
         return self._lookups(keys)
+
+    def from_mirror(self, email_keys: Iterable[str]) -> dict[str, Known]:
+        """What the mirror holds now, with no request (after check_optouts, for example)."""
+        rows = self.state.mirror_get(email_keys)
+        return {k: known_from_entry(e) for k, e in rows.items()}
+
+    def check_optouts(self) -> int:
+        """Read who unsubscribed since the last check into the mirror; returns pages read.
+
+        The window starts at the previous check (or the mirror build), in Constant
+        Contact's clock, less the overlap; it does not rely on ``updated_at``.
+        """
+        started = self.api.server_now()
+        mark = self.state.get_meta(OPTOUTS_CHECKED)
+        since = datetime.fromisoformat(mark) - OVERLAP if mark else started - OPTOUT_LOOKBACK
+        now = self.clock()
+        entries: list[MirrorEntry] = []
+        pages = 0
+        for page in self.api.iter_contacts(optout_after=since):
+            pages += 1
+            entries += [e for c in page if (e := entry_from_remote(c, now)) is not None]
+        self.state.save_mirror(entries, {OPTOUTS_CHECKED: iso(started)})
+        log.info("optouts_checked", pages=pages, unsubscribed=len(entries))
+        return pages
 
     def _lookups_cheaper(self, count: int) -> bool:
         if count <= 2:
@@ -192,6 +226,8 @@ class Knowledge:
 
     def _read(self, since: datetime | None, *, complete: bool) -> int:
         now = self.clock()
+        started = self.api.server_now()
+        self._read_this_run = True
         entries: list[MirrorEntry] = []
         pages = 0
         newest = self.state.get_meta(MIRROR_WATERMARK)
@@ -212,6 +248,8 @@ class Knowledge:
         if complete:
             meta[MIRROR_COMPLETE] = "1"
             meta[ACCOUNT_SIZE] = str(len(entries))
+            # A full read shows every status: opt-outs before it are in the mirror.
+            meta[OPTOUTS_CHECKED] = iso(started)
         self._check_expectations(entries)
         self.state.save_mirror(entries, meta, replace_all=complete)
         self._seen(entries)

@@ -44,8 +44,14 @@ class ConstantContactAPI(Protocol):
         """How many contacts the account has, deleted ones included."""
         ...
 
-    def iter_contacts(self, updated_after: datetime | None) -> Iterator[list[RemoteContact]]:
-        """Pages of contacts changed after a moment (all contacts when None)."""
+    def iter_contacts(
+        self, updated_after: datetime | None = None, *, optout_after: datetime | None = None
+    ) -> Iterator[list[RemoteContact]]:
+        """Pages of contacts changed (or unsubscribed) after a moment; all when both are None."""
+        ...
+
+    def server_now(self) -> datetime:
+        """Constant Contact's clock as best measured (ours when nothing was measured)."""
         ...
 
     def start_json_import(

@@ -38,9 +38,9 @@ from flipsync.outcomes import (
     unusable_outcome,
     waiting,
 )
-from flipsync.people import group_people
+from flipsync.people import Person, group_people
 from flipsync.plan import Plan, build_plan
-from flipsync.policy import Known, decide
+from flipsync.policy import NEW, Decision, Endpoint, Known, decide
 from flipsync.ports import ConstantContactAPI
 from flipsync.push import Pusher
 from flipsync.reconcile import Reconciler
@@ -301,15 +301,21 @@ class Syncer:
                 known.update(
                     {p.email_key: overlay[p.email_key] for p in people if p.email_key in overlay}
                 )
-            decisions = [
-                decide(
-                    p,
-                    known.get(p.email_key),
-                    self.settings.policy,
-                    confirmed_opt_in=self.settings.constant_contact.confirmed_opt_in,
-                )
-                for p in people
-            ]
+            decisions = self._decide(people, known)
+            if learnt.method.startswith("mirror") and _signs_up_existing(decisions):
+                # The sign-up form would make an unsubscribed contact explicit again: ask who
+                # opted out since the last check (not relying on updated_at), then decide anew.
+                self.knowledge.check_optouts()
+                known.update(self.knowledge.from_mirror(p.email_key for p in people))
+                if overlay:
+                    known.update(
+                        {
+                            p.email_key: overlay[p.email_key]
+                            for p in people
+                            if p.email_key in overlay
+                        }
+                    )
+                decisions = self._decide(people, known)
             plan = build_plan(
                 decisions,
                 batch_id=batch_id,
@@ -356,6 +362,17 @@ class Syncer:
         )
         self.state.write_journal(journal)
         return self.pusher.drive(journal, report)
+
+    def _decide(self, people: list[Person], known: Mapping[str, Known]) -> list[Decision]:
+        return [
+            decide(
+                p,
+                known.get(p.email_key),
+                self.settings.policy,
+                confirmed_opt_in=self.settings.constant_contact.confirmed_opt_in,
+            )
+            for p in people
+        ]
 
     def resolve_catalog(self) -> Catalog:
         """Lists (and custom fields) named by the config must exist before any write."""
@@ -405,6 +422,14 @@ class Syncer:
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+def _signs_up_existing(decisions: list[Decision]) -> bool:
+    """Whether any decision sends a contact Constant Contact already has to the sign-up form."""
+    return any(
+        d.endpoint is Endpoint.SIGN_UP_FORM and d.status_before not in (None, "", NEW)
+        for d in decisions
+    )
 
 
 def _parse_safely(row: InboxRow, settings: Settings) -> FlipcauseRecord | Unusable:

@@ -177,8 +177,14 @@ class ConstantContactClient:
             raise UnexpectedResponse("GET /contacts sent no contacts_count")
         return count
 
-    def iter_contacts(self, updated_after: datetime | None = None) -> Iterator[list[RemoteContact]]:
-        """Contacts page by page (500 each), all statuses, optionally only those changed since."""
+    def iter_contacts(
+        self, updated_after: datetime | None = None, *, optout_after: datetime | None = None
+    ) -> Iterator[list[RemoteContact]]:
+        """Contacts page by page (500 each), all statuses.
+
+        ``updated_after`` keeps those changed since; ``optout_after`` those who unsubscribed
+        since, whether or not the change bumped ``updated_at``.
+        """
         params: dict[str, str | int] = {
             "status": "all",
             "include": "list_memberships",
@@ -186,8 +192,19 @@ class ConstantContactClient:
         }
         if updated_after is not None:
             params["updated_after"] = _iso_param(updated_after)
+        if optout_after is not None:
+            params["optout_after"] = _iso_param(optout_after)
         for page in self._pages("contacts_page", "/contacts", params, "contacts"):
             yield [_contact(item) for item in page]
+
+    def server_now(self) -> datetime:
+        """Constant Contact's clock, at the latest it can be: ours plus the measured offset.
+
+        Watermarks for CC's own filters (``optout_after``) are set from it; before any
+        answer was measured it is our clock.
+        """
+        offset = self._http.server_clock.lower
+        return self._clock() + (offset if offset is not None else timedelta(0))
 
     def get_activity(self, activity_id: str) -> ActivityStatus:
         """The current status of one bulk activity."""

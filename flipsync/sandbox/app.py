@@ -398,15 +398,25 @@ class Sandbox:
         return created
 
     def unsubscribe(
-        self, email: str, *, source: str = "Contact", reason: str | None = None
+        self,
+        email: str,
+        *,
+        source: str = "Contact",
+        reason: str | None = None,
+        touch: bool = True,
     ) -> None:
-        """Unsubscribe a contact as if they clicked "unsubscribe" (or the account did it)."""
+        """Unsubscribe a contact as if they clicked "unsubscribe" (or the account did it).
+
+        ``touch=False`` leaves the contact's ``updated_at`` alone: Constant Contact does not
+        document that an opt-out bumps it, so a careful client must not depend on it.
+        """
         with self._lock:
             contact = self._require_contact(email)
             stamp = self._stamp()
             self._set_permission(contact, "unsubscribed", stamp, source=source, reason=reason)
             contact.update_source = source
-            contact.updated_us = stamp
+            if touch:
+                contact.updated_us = stamp
 
     def delete_contact(self, email_or_id: str) -> None:
         """Delete a contact as the UI does: ``deleted_at`` set, list memberships removed."""
