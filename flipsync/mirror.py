@@ -20,14 +20,17 @@ size comes from one counting request, remembered afterwards).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
 
+from flipsync import mirror_export
 from flipsync.ctct.types import RemoteContact
-from flipsync.errors import UnexpectedResponse
+from flipsync.errors import RequestRefused, TransientError, UnexpectedResponse
+from flipsync.mirror_export import ExportUnusable
 from flipsync.policy import Known
 from flipsync.ports import ConstantContactAPI
 from flipsync.state import MirrorEntry, StateDB, iso
@@ -45,6 +48,8 @@ OPTOUTS_CHECKED = "optouts_checked_at"
 # With no record of an opt-out check (a mirror from an older flipsync), look this far back.
 OPTOUT_LOOKBACK = timedelta(days=30)
 LOOKUPS_WITHOUT_COUNT = 25
+# Above this many pages, two exports (about 8 requests) are cheaper than paging.
+EXPORT_MIN_PAGES = 10
 
 
 @dataclass(frozen=True)
@@ -86,11 +91,13 @@ class Knowledge:
         *,
         strategy: str = "auto",
         clock: Callable[[], datetime],
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.state = state
         self.api = api
         self.strategy = strategy
         self.clock = clock
+        self.sleep = sleep
         self.warnings: list[str] = []
         # Called with every fresh read of contacts (email key -> entry): the run checks there
         # that its earlier writes landed (flipsync.reconcile). None in dry runs.
@@ -215,8 +222,62 @@ class Knowledge:
             log.warning("setting_mismatch", detail=text)
 
     def build(self) -> int:
-        """Read every contact of the account into the mirror; returns pages read."""
+        """Read every contact of the account into the mirror; returns the requests it took.
+
+        A large account is read through two contact exports (a few requests whatever its
+        size); a small one, or one whose export cannot be used, page by page.
+        """
+        if self._export_pays():
+            try:
+                return self._build_by_export()
+            except (ExportUnusable, UnexpectedResponse, RequestRefused, TransientError) as exc:
+                log.warning("mirror_export_unusable", reason=str(exc))
+                self._warn(
+                    f"the contact export could not be used ({exc}); the mirror was read page "
+                    "by page instead"
+                )
         return self._read(None, complete=True)
+
+    def _export_pays(self) -> bool:
+        size = self.state.get_meta(ACCOUNT_SIZE)
+        if size is None:
+            try:
+                total = self.api.count_contacts()
+            except UnexpectedResponse:
+                return False
+            self.state.save_mirror([], {ACCOUNT_SIZE: str(total)})
+        else:
+            total = int(size)
+        return math.ceil(total / PAGE_SIZE) > EXPORT_MIN_PAGES
+
+    def _build_by_export(self) -> int:
+        before = sum(self.api.request_counts.values())
+        started = self.api.server_now()
+        now = self.clock()
+        by_name = {lst.name: lst.list_id for lst in self.api.list_lists()}
+        rows = self.state.replace_mirror(
+            mirror_export.entries(
+                mirror_export.export_rows(self.api, None, self.sleep),
+                deleted=False,
+                list_ids_by_name=by_name,
+                now=now,
+            ),
+            mirror_export.entries(
+                mirror_export.export_rows(self.api, "removed", self.sleep),
+                deleted=True,
+                list_ids_by_name=by_name,
+                now=now,
+            ),
+            {
+                MIRROR_WATERMARK: iso(started),
+                MIRROR_COMPLETE: "1",
+                OPTOUTS_CHECKED: iso(started),
+            },
+        )
+        self._read_this_run = True
+        requests = sum(self.api.request_counts.values()) - before
+        log.info("mirror_exported", contacts=rows, requests=requests)
+        return requests
 
     def refresh(self) -> int:
         """Read contacts changed since the watermark; returns pages read."""

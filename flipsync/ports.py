@@ -68,6 +68,14 @@ class ConstantContactAPI(Protocol):
         """
         ...
 
+    def start_contact_export(self, status: str | None = None) -> str:
+        """Queue a CSV export of the account's contacts; returns the activity id."""
+        ...
+
+    def iter_export_rows(self, results_href: str) -> Iterator[dict[str, str]]:
+        """The rows of a completed export, streamed."""
+        ...
+
     def get_activity(self, activity_id: str) -> ActivityStatus:
         """The status of a bulk activity."""
         ...

@@ -830,6 +830,54 @@ class StateDB:
             for key, value in (meta or {}).items():
                 self.set_meta(key, value, conn)
 
+    def replace_mirror(
+        self,
+        active: Iterable[MirrorEntry],
+        deleted: Iterable[MirrorEntry],
+        meta: Mapping[str, str],
+    ) -> int:
+        """Replace the whole mirror from two streams, in one transaction; returns rows kept.
+
+        A deleted contact never overwrites a live one with the same email. If a stream
+        raises, everything rolls back and the old mirror stays.
+        """
+        count = 0
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM mirror")
+            for replace, stream in ((True, active), (False, deleted)):
+                verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+                chunk: list[MirrorEntry] = []
+                for entry in stream:
+                    chunk.append(entry)
+                    if len(chunk) >= 5000:
+                        count += self._insert_mirror(conn, verb, chunk)
+                        chunk = []
+                count += self._insert_mirror(conn, verb, chunk)
+            for key, value in meta.items():
+                self.set_meta(key, value, conn)
+            self.set_meta("account_contacts", str(count), conn)
+        return count
+
+    @staticmethod
+    def _insert_mirror(conn: sqlite3.Connection, verb: str, entries: list[MirrorEntry]) -> int:
+        conn.executemany(
+            f"{verb} INTO mirror(email_key, contact_id, permission, deleted, list_ids, "
+            "updated_at, seen_at) VALUES(?,?,?,?,?,?,?)",
+            [
+                (
+                    e.email_key,
+                    e.contact_id,
+                    e.permission,
+                    int(e.deleted),
+                    _dumps(sorted(e.list_ids)),
+                    e.updated_at,
+                    e.seen_at,
+                )
+                for e in entries
+            ],
+        )
+        return len(entries)
+
     def mirror_get(self, email_keys: Iterable[str]) -> dict[str, MirrorEntry]:
         """Mirror rows for these emails (lower-cased keys)."""
         keys = list(dict.fromkeys(email_keys))

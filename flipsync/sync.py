@@ -82,7 +82,9 @@ class Syncer:
         self.clock = clock
         self.sleep = sleep
         self.run_id = run_id or f"{clock().strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:8]}"
-        self.knowledge = Knowledge(state, api, strategy=settings.run.lookup_strategy, clock=clock)
+        self.knowledge = Knowledge(
+            state, api, strategy=settings.run.lookup_strategy, clock=clock, sleep=sleep
+        )
         self.reconciler = Reconciler(state, api, clock=clock)
         self.pusher = Pusher(settings, state, api, run_id=self.run_id, clock=clock, sleep=sleep)
         self._catalog: Catalog | None = None

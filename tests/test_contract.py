@@ -455,3 +455,19 @@ def test_query_parameters_the_client_sends_are_declared_by_the_spec(org: Org) ->
             (body,) = [p for p in operation["parameters"] if p["in"] == "body"]
             name = body["schema"]["$ref"].rsplit("/", 1)[1]
             assert problems(name, entry.body) == [], template
+
+
+def test_export_and_opt_out_requests_match_the_spec(org: Org) -> None:
+    """The export POSTs (all, then removed) validate as ContactsExport; optout_after is declared."""
+    client = build_client(org.settings())
+    for status in (None, "removed"):
+        client.start_contact_export(status)
+    list(client.iter_contacts(optout_after=datetime.now(UTC) - timedelta(hours=1)))
+    posts = [e for e in org.sandbox.request_log() if e.method == "POST" and e.path.startswith("/v3")]
+    assert len(posts) == 2
+    for entry in posts:
+        assert spec_operation(entry.method, entry.path)[0] == "/activities/contact_exports"
+        assert problems("ContactsExport", entry.body) == []
+    gets = [e for e in org.sandbox.request_log() if e.method == "GET" and e.path == "/v3/contacts"]
+    assert "optout_after" in gets[-1].query
+    check_request(gets[-1])

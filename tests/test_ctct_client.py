@@ -709,3 +709,33 @@ class TestAuthAndAccounting:
             "import_outcome_unknown",
             "import_found_after_failure",
         } <= {e["event"] for e in logs}
+
+
+class TestContactExport:
+    def test_export_rows_stream_with_bom_quotes_and_newlines(
+        self, settings: ClientSettings, rsps: responses.RequestsMock
+    ) -> None:
+        """The CSV is read as it arrives: a BOM, quoted commas and a field spanning two lines."""
+        body = (
+            "\ufeffemail_address,first_name,email_lists\r\n"
+            'a@example.org,"Ada, Countess","Donors, News"\r\n'
+            'b@example.org,"two\nlines",\r\n'
+        ).encode()
+        rsps.get(f"{API}/contact_exports/f1", body=body, content_type="text/csv")
+        rows = list(make_client(settings).iter_export_rows("/v3/contact_exports/f1"))
+        assert rows == [
+            {
+                "email_address": "a@example.org",
+                "first_name": "Ada, Countess",
+                "email_lists": "Donors, News",
+            },
+            {"email_address": "b@example.org", "first_name": "two\nlines", "email_lists": ""},
+        ]
+
+    def test_start_export_posts_the_status_filter(
+        self, settings: ClientSettings, rsps: responses.RequestsMock
+    ) -> None:
+        """``status: removed`` asks for deleted contacts only."""
+        rsps.post(f"{API}/activities/contact_exports", status=201, json={"activity_id": "x1"})
+        assert make_client(settings).start_contact_export("removed") == "x1"
+        assert json.loads(rsps.calls[0].request.body) == {"status": "removed"}

@@ -39,6 +39,8 @@ have taken effect anyway (``OutcomeUnknown``), so it is never simply sent again:
 
 from __future__ import annotations
 
+import codecs
+import csv
 import re
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -277,6 +279,40 @@ class ConstantContactClient:
             "posts, and no matching activity was found; the next run tries again"
         )
 
+    def start_contact_export(self, status: str | None = None) -> str:
+        """Queue an export of every contact (or those of one status); returns the activity id.
+
+        Exports change nothing, so a POST whose answer was lost is simply sent again.
+        """
+        body: dict[str, Any] = {} if status is None else {"status": status}
+        response = self._http.call(
+            "contact_export",
+            "POST",
+            self._url("/activities/contact_exports"),
+            tokens=self._tokens,
+            idempotent=True,
+            data=encode_json(body),
+            headers=_JSON,
+        )
+        return _req_str(_json(response), "activity_id")
+
+    def iter_export_rows(self, results_href: str) -> Iterator[dict[str, str]]:
+        """The rows of a completed export's CSV file, read as they arrive (never held whole)."""
+        response = self._http.call(
+            "export_file",
+            "GET",
+            self._resolve(results_href),
+            tokens=self._tokens,
+            idempotent=True,
+            headers={"Accept": "text/csv"},
+            stream=True,
+        )
+        try:
+            for row in csv.DictReader(_text_lines(response.iter_content(chunk_size=1 << 16))):
+                yield {str(k): (v if isinstance(v, str) else "") for k, v in row.items()}
+        finally:
+            response.close()
+
     def sign_up(self, body: Mapping[str, Any]) -> SignUpResult:
         """Create or update one contact through POST /contacts/sign_up_form (an upsert)."""
         response = self._http.call(
@@ -476,6 +512,26 @@ def import_matches(
     return False
 
 
+def _text_lines(chunks: Iterator[bytes]) -> Iterator[str]:
+    """UTF-8 text lines (ending in their newline) from byte chunks, for the csv module.
+
+    Only "\n" ends a line here, so any other line separator inside a field stays in it; the
+    csv module joins the lines of a quoted field that spans several.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
+    pending = ""
+    for chunk in chunks:
+        pending += decoder.decode(chunk)
+        start = 0
+        while (end := pending.find("\n", start)) != -1:
+            yield pending[start : end + 1]
+            start = end + 1
+        pending = pending[start:]
+    pending += decoder.decode(b"", final=True)
+    if pending:
+        yield pending
+
+
 def _json(response: requests.Response) -> dict[str, Any]:
     try:
         data = response.json()
@@ -568,4 +624,5 @@ def _activity(raw: Mapping[str, Any]) -> ActivityStatus:
         correctable_count=_opt_int(status.get("correctable_count")),
         cannot_add_to_list_count=_opt_int(status.get("cannot_add_to_list_count")),
         created_at=_parse_time(raw.get("created_at")),
+        results_href=_opt_str(_dict(_dict(raw.get("_links")).get("results")).get("href")),
     )

@@ -503,8 +503,11 @@ class HttpClient:
         data: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         retry_conflict: bool = False,
+        stream: bool = False,
     ) -> requests.Response:
         """One API request with auth, retries and error mapping; returns a 2xx response.
+
+        ``stream=True`` leaves a 2xx body unread, for the caller to consume (a CSV export).
 
         Raises:
             OutcomeUnknown: a non-idempotent request may or may not have taken effect.
@@ -519,7 +522,9 @@ class HttpClient:
             token = tokens.access_token() if tokens is not None else None
             if token is not None:
                 sent_headers["Authorization"] = f"Bearer {token}"
-            response = self._send_once(kind, method, url, params, data, sent_headers, idempotent)
+            response = self._send_once(
+                kind, method, url, params, data, sent_headers, idempotent, stream=stream
+            )
             if response.status_code == 401 and tokens is not None and token is not None:
                 if refreshed:
                     raise self._reauth(method, url)
@@ -527,7 +532,7 @@ class HttpClient:
                 log.info("ctct_token_rejected", kind=kind, method=method, path=request_path(url))
                 sent_headers["Authorization"] = f"Bearer {tokens.refresh(token)}"
                 response = self._send_once(
-                    kind, method, url, params, data, sent_headers, idempotent
+                    kind, method, url, params, data, sent_headers, idempotent, stream=stream
                 )
                 if response.status_code == 401:
                     raise self._reauth(method, url)
@@ -547,9 +552,13 @@ class HttpClient:
         data: bytes | None,
         headers: dict[str, str],
         idempotent: bool,
+        *,
+        stream: bool = False,
     ) -> requests.Response:
         try:
-            return self.send(kind, method, url, params=params, data=data, headers=headers)
+            return self.send(
+                kind, method, url, params=params, data=data, headers=headers, stream=stream
+            )
         except (
             requests.ConnectionError,
             requests.Timeout,

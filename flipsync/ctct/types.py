@@ -105,6 +105,7 @@ class ActivityStatus:
     correctable_count: int | None
     cannot_add_to_list_count: int | None
     created_at: datetime | None
+    results_href: str | None = None  # an export's file, once it completed
 
     @property
     def finished(self) -> bool:

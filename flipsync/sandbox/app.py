@@ -43,6 +43,13 @@ from typing import Any
 
 from flipsync.sandbox import validate
 from flipsync.sandbox.config import SCRIPTED_FAULT_KINDS, SandboxConfig
+from flipsync.sandbox.exports import (
+    ExportJob,
+    export_json,
+    parse_export_body,
+    render_csv,
+    selected,
+)
 from flipsync.sandbox.imports import RowChanges, RowProblem, check_row, parse_import_payload
 from flipsync.sandbox.limits import DailyQuota, SlidingWindow
 from flipsync.sandbox.model import (
@@ -180,6 +187,7 @@ class Sandbox:
         self._by_id: dict[str, Contact] = {}
         self._by_email: dict[str, Contact] = {}
         self._activities: list[Activity] = []
+        self._exports: list[ExportJob] = []
         self._log: list[RequestLogEntry] = []
         self._routes: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
             (
@@ -204,6 +212,11 @@ class Sandbox:
                 re.compile(r"/v3/activities/contacts_json_import"),
                 {"POST": self._post_import},
             ),
+            (
+                re.compile(r"/v3/activities/contact_exports"),
+                {"POST": self._post_export},
+            ),
+            (re.compile(r"/v3/contact_exports/(?P<id>[^/]+)"), {"GET": self._get_export_file}),
             (re.compile(r"/v3/activities"), {"GET": self._get_activities}),
             (re.compile(r"/v3/activities/(?P<id>[^/]+)"), {"GET": self._get_activity}),
         ]
@@ -1437,6 +1450,42 @@ class Sandbox:
         for activity in self._activities:
             if not activity.completed and activity.due_s <= now:
                 self._complete(activity)
+        for job in self._exports:
+            if job.completed_us is None and job.due_s <= now:
+                names = {i: lst.name for i, lst in self._lists.items()}
+                job.csv, job.rows = render_csv(
+                    (c for c in self._contacts if selected(job, c)), names
+                )
+                job.completed_us = self._stamp()
+
+    def _post_export(
+        self, request: SandboxRequest, query: dict[str, str], match: re.Match[str]
+    ) -> SandboxResponse:
+        """``POST /activities/contact_exports``: queue an export; the file exists when done."""
+        status, list_ids, contact_ids = parse_export_body(self._json_body(request))
+        for list_id in list_ids:
+            if list_id not in self._lists:
+                raise validation(f"list_ids contains an unknown list id: {list_id}")
+        job = ExportJob(
+            activity_id=str(uuid.uuid4()),
+            file_export_id=str(uuid.uuid4()),
+            created_us=self._stamp(),
+            due_s=self.now() + self.config.activity_seconds,
+            status=status,
+            list_ids=list_ids,
+            contact_ids=contact_ids,
+        )
+        self._exports.append(job)
+        return json_response(201, export_json(job, now_s=self.now()))
+
+    def _get_export_file(
+        self, request: SandboxRequest, query: dict[str, str], match: re.Match[str]
+    ) -> SandboxResponse:
+        """``GET /contact_exports/{file_export_id}``: the CSV of a completed export."""
+        job = next((j for j in self._exports if j.file_export_id == match["id"]), None)
+        if job is None or job.csv is None:
+            raise ApiError(404, NOT_FOUND, "The requested resource was not found.")
+        return SandboxResponse(200, job.csv, (("Content-Type", "text/csv"),))
 
     def _complete(self, activity: Activity) -> None:
         """Apply an import's rows in order and fill its status counters."""
@@ -1507,6 +1556,13 @@ class Sandbox:
             shown = "processing" if view["state"] == "initialized" else view["state"]
             if state is None or shown == state:
                 views.append(view)
+        for job in reversed(self._exports):
+            if job.created_us / MICROS < now - ACTIVITY_WINDOW_SECONDS:
+                continue
+            view = export_json(job, now_s=now)
+            if state is None or view["state"] == state:
+                views.append(view)
+        views.sort(key=lambda v: str(v["created_at"]), reverse=True)
         page, _, next_href = self._page("/v3/activities", query, views, default=50, maximum=500)
         out: dict[str, Any] = {"activities": page}
         if next_href:
@@ -1517,6 +1573,9 @@ class Sandbox:
         self, request: SandboxRequest, query: dict[str, str], match: re.Match[str]
     ) -> SandboxResponse:
         """``GET /activities/{id}`` (``ActivityImport``)."""
+        job = next((j for j in self._exports if j.activity_id == match["id"]), None)
+        if job is not None:
+            return json_response(200, export_json(job, now_s=self.now()))
         activity = next((a for a in self._activities if a.activity_id == match["id"]), None)
         if activity is None:
             raise ApiError(404, NOT_FOUND, "Resource not found for the activity_id provided.")
