@@ -463,7 +463,9 @@ def test_export_and_opt_out_requests_match_the_spec(org: Org) -> None:
     for status in (None, "removed"):
         client.start_contact_export(status)
     list(client.iter_contacts(optout_after=datetime.now(UTC) - timedelta(hours=1)))
-    posts = [e for e in org.sandbox.request_log() if e.method == "POST" and e.path.startswith("/v3")]
+    posts = [
+        e for e in org.sandbox.request_log() if e.method == "POST" and e.path.startswith("/v3")
+    ]
     assert len(posts) == 2
     for entry in posts:
         assert spec_operation(entry.method, entry.path)[0] == "/activities/contact_exports"
