@@ -30,7 +30,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -49,6 +49,10 @@ MAX_IDS_PER_DELETE = 500
 INBOX_PAGE = 5000
 POLL_SECONDS = 2.0
 WRITES = ("create", "update")
+# flipsync's write time is when it committed, after Constant Contact confirmed the write, so
+# CC's own stamp of that write is earlier; this only absorbs the two clocks disagreeing a
+# little. A person changing a test contact within a second of the sync is not a real case.
+CLOCK_SKEW = timedelta(seconds=1)
 
 
 class CleanupAPI(Protocol):
@@ -211,10 +215,18 @@ def judge_history(
             f"(first: {records.others[0]}); a real supporter's contact is never deleted"
         )
     since_delete = list(history)
+    deleted_at: str | None = None
     for index, row in enumerate(history):
         if row.get("action") == Verdict.DELETE.value:
             since_delete = list(history[index + 1 :])
+            deleted_at = str(row.get("at"))
     writes = [o for o in since_delete if o.get("action") in WRITES and o.get("endpoint") != "none"]
+    if not writes and deleted_at is not None:
+        return _with(
+            base,
+            verdict=Verdict.GONE,
+            reason=f"deleted by an earlier cleanup-test-contacts --apply ({deleted_at})",
+        )
     if not writes:
         return _with(
             base,
@@ -260,7 +272,7 @@ def judge_contact(candidate: Candidate, contact: RemoteContact | None) -> Candid
             verdict=Verdict.KEEP,
             reason="Constant Contact gave no updated_at, so an edit since cannot be ruled out",
         )
-    if contact.updated_at > datetime.fromisoformat(wrote):
+    if contact.updated_at > datetime.fromisoformat(wrote) + CLOCK_SKEW:
         return _with(
             found,
             verdict=Verdict.KEEP,

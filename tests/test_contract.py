@@ -25,6 +25,7 @@ import copy
 import hashlib
 import itertools
 import re
+import uuid
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
@@ -455,3 +456,27 @@ def test_query_parameters_the_client_sends_are_declared_by_the_spec(org: Org) ->
             (body,) = [p for p in operation["parameters"] if p["in"] == "body"]
             name = body["schema"]["$ref"].rsplit("/", 1)[1]
             assert problems(name, entry.body) == [], template
+
+
+def test_contact_delete_body_matches_the_spec(org: Org) -> None:
+    """The bulk delete flipsync sends is the spec's ContactDelete, ids only, 500 at most."""
+    from flipsync.ctct.client import MAX_DELETE_CONTACTS, contact_delete_body
+
+    ids = [org.sandbox.add_contact(f"t{i}@example.org") for i in range(3)]
+    client = build_client(org.settings())
+    activity_id = client.delete_contacts(ids)
+    assert client.get_activity(activity_id).state == "completed"
+    (post,) = [e for e in org.sandbox.request_log() if e.method == "POST"]
+    template, operation = spec_operation(post.method, post.path)
+    assert template == "/activities/contact_delete"
+    (body,) = [p for p in operation["parameters"] if p["in"] == "body"]
+    assert body["schema"]["$ref"] == "#/definitions/ContactDelete"
+    assert problems("ContactDelete", post.body) == []
+    assert post.body == {"contact_ids": ids}
+    full = [str(uuid.UUID(int=i)) for i in range(MAX_DELETE_CONTACTS)]
+    assert problems("ContactDelete", contact_delete_body(full)) == []
+    assert problems("ContactDelete", contact_delete_body([*full, full[0]])) != []
+    with pytest.raises(ValueError, match="1 to 500"):
+        client.delete_contacts([*full, str(uuid.UUID(int=10**6))])
+    with pytest.raises(ValueError, match="1 to 500"):
+        client.delete_contacts([])
