@@ -38,7 +38,7 @@ import structlog
 
 from flipsync.config import FlipcauseSettings, Settings, TestRecordSettings
 from flipsync.ctct.types import ActivityStatus, RemoteContact
-from flipsync.errors import InputError
+from flipsync.errors import ExitCode, FlipsyncError, InputError
 from flipsync.mirror import entry_from_remote
 from flipsync.records import FlipcauseRecord, parse_record
 from flipsync.state import TEST_MARK_PREFIX, InboxRow, StateDB, iso, utcnow
@@ -69,6 +69,12 @@ class CleanupAPI(Protocol):
     def get_activity(self, activity_id: str) -> ActivityStatus:
         """The status of a bulk activity."""
         ...
+
+
+class BatchOpen(FlipsyncError):
+    """A journaled batch is unfinished: its outcomes, which the verdicts need, are not in yet."""
+
+    exit_code = ExitCode.TRANSIENT
 
 
 class Verdict(StrEnum):
@@ -383,6 +389,13 @@ class Cleanup:
         report.candidates = [self._judge(key, records) for key, records in sorted(tests.items())]
         if not apply:
             return report
+        if self.state.open_journals():
+            # Its outcomes are not recorded yet: a contact it creates would be missed here.
+            raise BatchOpen(
+                "a batch sent to Constant Contact is not committed yet (an import may still be "
+                "processing); run `flipsync run` until it finishes, then clean up. Nothing was "
+                "deleted."
+            )
         self.state.start_run(self.run_id, "cleanup", self.clock())
         try:
             self._apply(report, [k for e in tests.values() for k in e.tests])

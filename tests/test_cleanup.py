@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from flipsync.cleanup import (
+    BatchOpen,
     Cleanup,
     EmailRecords,
     Markers,
@@ -22,7 +23,7 @@ from flipsync.cleanup import (
 from flipsync.config import TestRecordSettings
 from flipsync.ctct.types import ActivityStatus, RemoteContact
 from flipsync.errors import ConfigError, InputError
-from flipsync.state import StateDB, iso
+from flipsync.state import Journal, StateDB, iso
 from flipsync.sync import TEST_RECORD_REASON, Syncer
 from tests.conftest import Org
 from tests.helpers import config_dict, payload, record, settings_from
@@ -328,6 +329,21 @@ def test_a_partial_activity_is_checked_per_contact(tmp_path: Path) -> None:
     assert report.status == "incomplete" and report.marked == 0
     assert [o["action"] for o in state.outcomes_for("b+test@example.org")] == ["create", "delete"]
     assert [o["action"] for o in state.outcomes_for("a+test@example.org")] == ["create"]
+
+
+def test_apply_waits_for_an_unfinished_batch_first(tmp_path: Path) -> None:
+    """A journaled batch may be creating a test contact right now: --apply refuses, lists work."""
+    emails = ["a+test@example.org"]
+    state = _state_with_created(tmp_path, emails)
+    state.write_journal(Journal("b1", "r2", "live", iso(NOW), 1, 1, {"outcomes": []}, ops=()))
+    api = FakeAPI(_remote(emails, datetime.now(UTC) - timedelta(minutes=5)))
+    settings = settings_from(config_dict(test_records={"email_matches": ["*+test@*"]}), tmp_path)
+    listed = Cleanup(settings, state, api).run(apply=False)
+    assert [c.verdict for c in listed.candidates] == [Verdict.DELETE]
+    with pytest.raises(BatchOpen, match="not committed yet"):
+        Cleanup(settings, state, api).run(apply=True)
+    assert api.deletes == []
+    assert state.test_marked(["wh:0"]) == set()
 
 
 def test_without_markers_the_command_refuses(tmp_path: Path) -> None:

@@ -349,6 +349,8 @@ class ConstantContactClient:
             headers=_JSON,
         )
         activity_id = _req_str(_json(response), "activity_id")
+        # Never to be taken for an import this client lost the answer to.
+        self._claimed_activities.add(activity_id)
         log.info("contact_delete_started", activity_id=activity_id, contacts=len(ids))
         return activity_id
 
