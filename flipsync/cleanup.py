@@ -384,18 +384,18 @@ class Cleanup:
                 "no test markers: set `test_records` in the config (see config.example.yaml) "
                 "or pass --email PATTERN"
             )
-        tests = classify(self._inbox(), self.settings.flipcause, self.markers)
-        report.test_records = sum(len(e.tests) for e in tests.values())
-        report.candidates = [self._judge(key, records) for key, records in sorted(tests.items())]
-        if not apply:
-            return report
-        if self.state.open_journals():
+        if apply and self.state.open_journals():
             # Its outcomes are not recorded yet: a contact it creates would be missed here.
             raise BatchOpen(
                 "a batch sent to Constant Contact is not committed yet (an import may still be "
                 "processing); run `flipsync run` until it finishes, then clean up. Nothing was "
                 "deleted."
             )
+        tests = classify(self._inbox(), self.settings.flipcause, self.markers)
+        report.test_records = sum(len(e.tests) for e in tests.values())
+        report.candidates = [self._judge(key, records) for key, records in sorted(tests.items())]
+        if not apply:
+            return report
         self.state.start_run(self.run_id, "cleanup", self.clock())
         try:
             self._apply(report, [k for e in tests.values() for k in e.tests])
