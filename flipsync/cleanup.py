@@ -443,6 +443,8 @@ class Cleanup:
         """One bulk delete: post, wait, confirm, commit outcomes. False if not all confirmed."""
         ids = [c.contact_id for c in chunk if c.contact_id]
         activity_id = self.api.delete_contacts(ids)
+        # Owned for good, so no later uncertain import POST can take it for its own.
+        self.state.remember_activity(activity_id, "contact_delete")
         status = self._wait(activity_id)
         report.activities.append(
             {

@@ -622,6 +622,14 @@ class StateDB:
             (activity_id, "json_import", iso(utcnow())),
         )
 
+    def remember_activity(self, activity_id: str, kind: str) -> None:
+        """Own an activity started outside a journaled batch (a bulk delete), for good."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO activities(activity_id, kind, recorded_at) VALUES(?,?,?)",
+                (activity_id, kind, iso(utcnow())),
+            )
+
     def known_activity_ids(self) -> set[str]:
         """Every activity flipsync owned lately: journaled, committed, or adopted, any run."""
         since = iso(utcnow() - timedelta(days=ACTIVITIES_KEPT_DAYS))

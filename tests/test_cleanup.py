@@ -288,6 +288,7 @@ def test_apply_deletes_in_bulk_requests_of_500_and_marks_the_records(tmp_path: P
     report = Cleanup(settings, state, api, clock=clock, sleep=clock.sleep).run(apply=True)
     assert report.status == "ok"
     assert [len(ids) for ids in api.deletes] == [500, 1]
+    assert {"act-1", "act-2"} <= state.known_activity_ids()  # never adopted as an import
     assert clock.slept == [2.0, 2.0, 2.0, 2.0]  # two polls each before the activities finish
     assert len(report.deleted) == 501 and report.marked == 501
     history = state.outcomes_for("t0+test@example.org")
