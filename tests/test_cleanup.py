@@ -17,13 +17,14 @@ from flipsync.cleanup import (
     EmailRecords,
     Markers,
     Verdict,
+    classify,
     judge_contact,
     judge_history,
 )
 from flipsync.config import TestRecordSettings
 from flipsync.ctct.types import ActivityStatus, RemoteContact
 from flipsync.errors import ConfigError, InputError
-from flipsync.state import Journal, StateDB, iso
+from flipsync.state import InboxRow, Journal, StateDB, iso
 from flipsync.sync import TEST_RECORD_REASON, Syncer
 from tests.conftest import Org
 from tests.helpers import config_dict, payload, record, settings_from
@@ -70,6 +71,37 @@ def test_markers_match_email_globs_ids_campaigns_and_go_live_on_inbox_arrival() 
     assert markers.match(rec(email="ann+testing@example.org"), after_go_live) is None
     assert not Markers(TestRecordSettings()).any
     assert Markers(TestRecordSettings(), ("x*@example.org",)).any
+
+
+def test_classify_reads_the_configured_field_names() -> None:
+    """Email, record id and campaign come from flipcause.fields, like everywhere else."""
+    renamed = {"email": "Email", "webhook_record_id": "RecordId", "campaign_id": "Campaign"}
+    settings = settings_from(config_dict(flipcause={"fields": renamed}))
+    markers = Markers(TestRecordSettings(record_ids=("r-7",), campaign_ids=("55",)))
+    rows = [
+        InboxRow(
+            1, "k1", "test", "2026-03-05T00:00:00.000000Z", {"Email": "A@x.org", "RecordId": "r-7"}
+        ),
+        InboxRow(2, "k2", "test", "2026-03-05T00:00:00.000000Z", {"Email": "a@x.org"}),
+        InboxRow(
+            3, "k3", "test", "2026-03-05T00:00:00.000000Z", {"Email": "b@x.org", "Campaign": "55"}
+        ),
+        InboxRow(
+            4,
+            "k4",
+            "test",
+            "2026-03-05T00:00:00.000000Z",
+            {"PD_email": "c@x.org", "Campaign": "55"},
+        ),
+        InboxRow(
+            5, "k5", "test", "2026-03-05T00:00:00.000000Z", {"Email": "bad", "RecordId": "r-7"}
+        ),
+    ]
+    found = classify(rows, settings.flipcause, markers)
+    assert sorted(found) == ["a@x.org", "b@x.org"]
+    assert found["a@x.org"].tests == {"k1": "webhook record id r-7"}
+    assert found["a@x.org"].others == ["k2"]
+    assert found["b@x.org"].tests == {"k3": "campaign id 55"}
 
 
 def test_test_records_config_reports_every_problem_with_key_and_fix(tmp_path: Path) -> None:
