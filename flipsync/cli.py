@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
@@ -264,6 +264,63 @@ def _print_report(report: Any, *, as_json: bool, output: Path | None) -> None:
         click.echo(render_table(report.outcomes))
         click.echo()
     click.echo(render_text(report))
+
+
+# -- cleanup-test-contacts ------------------------------------------------------------------
+
+
+def _email_pattern(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> Any:
+    from flipsync.config import email_glob
+
+    try:
+        return tuple(email_glob(v) for v in value)
+    except (TypeError, ValueError) as exc:
+        raise click.BadParameter(str(exc) or "an email glob like *@test.example.org") from None
+
+
+@cli.command("cleanup-test-contacts")
+@click.option(
+    "--apply",
+    is_flag=True,
+    help="Delete the contacts listed as delete, record outcomes, and mark the test records.",
+)
+@click.option(
+    "--email",
+    "patterns",
+    multiple=True,
+    callback=_email_pattern,
+    metavar="PATTERN",
+    help="Also count records whose email matches this glob as tests (repeatable).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+@pass_ctx
+@handle_errors
+def cleanup_test_contacts(
+    ctx: Context, apply: bool, patterns: tuple[str, ...], as_json: bool
+) -> None:
+    """List (and with --apply delete) the contacts flipsync created from test records.
+
+    Without --apply only reads: the inbox, flipsync's outcomes and one lookup per contact
+    it could delete. Contacts that existed before flipsync, that someone changed since,
+    or that a real record shares are never deleted; the list says why.
+    """
+    from flipsync.cleanup import Cleanup
+    from flipsync.report import render_cleanup
+
+    settings = ctx.settings
+    with (
+        hold_lock(settings.lock_file, "test-contact clean-up") if apply else nullcontext(),
+        open_state(settings, create=False) as state,
+    ):
+        report = Cleanup(settings, state, build_client(settings), extra_patterns=patterns).run(
+            apply=apply
+        )
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
+    else:
+        click.echo(render_cleanup(report))
+    if report.status != "ok":
+        sys.exit(int(ExitCode.TRANSIENT))
 
 
 # -- ingest ---------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
@@ -265,6 +266,35 @@ class IntakeSettings:
 
 
 @dataclass(frozen=True)
+class TestRecordSettings:
+    """Which Flipcause records are tests: made while setting up, removed again at go-live.
+
+    A record is a test when ANY marker matches. `email_matches` are globs, like the
+    policy's `email_matches` (`*` any text, `?` one character, `[abc]` one of), compared
+    case-insensitively with the whole address.
+    """
+
+    __test__ = False  # a settings class, not a pytest test class despite its name
+
+    email_patterns: tuple[str, ...] = ()
+    record_ids: tuple[str, ...] = ()
+    transaction_ids: tuple[str, ...] = ()
+    campaign_ids: tuple[str, ...] = ()
+    go_live_date: date | None = None
+
+    @property
+    def configured(self) -> bool:
+        """True when at least one marker is set."""
+        return bool(
+            self.email_patterns
+            or self.record_ids
+            or self.transaction_ids
+            or self.campaign_ids
+            or self.go_live_date
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything one organization's config says, validated."""
 
@@ -276,6 +306,7 @@ class Settings:
     policy: PolicySettings
     run: RunSettings
     intake: IntakeSettings
+    test_records: TestRecordSettings = field(default_factory=TestRecordSettings)
 
     @property
     def lock_file(self) -> Path:
@@ -432,6 +463,7 @@ TOP_KEYS = (
     "policy",
     "run",
     "intake",
+    "test_records",
 )
 
 
@@ -453,6 +485,7 @@ def parse_settings(raw: Any, config_path: Path) -> Settings:
         policy=_parse_policy(r, top.get("policy")),
         run=_parse_run(r, top.get("run")),
         intake=_parse_intake(r, top.get("intake")),
+        test_records=_parse_test_records(r, top.get("test_records")),
     )
     if "constant_contact" not in top:
         r.problem("constant_contact", "missing; at least `client_id` is required")
@@ -884,6 +917,71 @@ def _parse_intake(r: _Reader, raw: Any) -> IntakeSettings:
             "a size in bytes (1024 or more)",
         ),
     )
+
+
+TEST_RECORD_KEYS = (
+    "email_matches",
+    "record_ids",
+    "transaction_ids",
+    "campaign_ids",
+    "go_live_date",
+)
+
+
+def email_glob(value: Any) -> str:
+    """A test-address glob; one that matches every address is refused (it would mark everyone)."""
+    text = _str(value)
+    if not re.sub(r"[*?@.\[\]!-]", "", text):
+        raise ValueError(
+            "it matches every address; name the test addresses, like *@test.example.org"
+        )
+    return text
+
+
+def _date(value: Any) -> date:
+    if isinstance(value, datetime):
+        raise TypeError
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str):
+        raise TypeError
+    return date.fromisoformat(value.strip())
+
+
+def _parse_test_records(r: _Reader, raw: Any) -> TestRecordSettings:
+    p = "test_records"
+    before = len(r.problems)
+    d = r.section(raw, p, TEST_RECORD_KEYS)
+    settings = TestRecordSettings(
+        email_patterns=r.get(
+            d,
+            p,
+            "email_matches",
+            lambda v: tuple(email_glob(x) for x in _str_tuple(v)),
+            NO_STRS,
+            "a list of glob patterns like *@test.example.org",
+        ),
+        record_ids=r.get(
+            d, p, "record_ids", _str_tuple, NO_STRS, "a list of Flipcause webhook record ids"
+        ),
+        transaction_ids=r.get(
+            d, p, "transaction_ids", _str_tuple, NO_STRS, "a list of Flipcause transaction ids"
+        ),
+        campaign_ids=r.get(
+            d, p, "campaign_ids", _str_tuple, NO_STRS, "a list of Flipcause campaign ids"
+        ),
+        go_live_date=r.get(
+            d,
+            p,
+            "go_live_date",
+            _date,
+            None,
+            "a date like 2026-03-01 (records that reached the inbox before it are tests)",
+        ),
+    )
+    if raw is not None and not settings.configured and len(r.problems) == before:
+        r.problem(p, f"empty; set at least one of {', '.join(TEST_RECORD_KEYS)}, or remove it")
+    return settings
 
 
 def secret_from_env(name: str | None, environ: Mapping[str, str] | None = None) -> str | None:

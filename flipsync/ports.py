@@ -7,7 +7,7 @@ sees only this, so it never depends on requests and can be driven by any stand-i
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -94,4 +94,8 @@ class ConstantContactAPI(Protocol):
 
     def create_contact(self, body: dict[str, Any]) -> str:
         """POST /contacts; raises ContactExists on 409."""
+        ...
+
+    def delete_contacts(self, contact_ids: Sequence[str]) -> str:
+        """POST /activities/contact_delete (at most 500 ids); returns the activity id."""
         ...

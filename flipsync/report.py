@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from flipsync.cleanup import CleanupReport, Verdict
 from flipsync.outcomes import PUBLIC_OUTCOME_KEYS, RunReport
 
 OUTCOME_COLUMNS = PUBLIC_OUTCOME_KEYS
@@ -141,6 +142,39 @@ def write_outcomes(path: Path, outcomes: Sequence[Mapping[str, Any]]) -> None:
     else:
         rows = [{k: o.get(k) for k in OUTCOME_COLUMNS} for o in outcomes]
         path.write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def render_cleanup(report: CleanupReport) -> str:
+    """`flipsync cleanup-test-contacts`: one line per email of a test record, with its reason."""
+    doing = "applied" if report.apply else "listed, nothing written"
+    lines = [f"test-contact clean-up {report.run_id}: {report.status} ({doing})"]
+    if report.message:
+        lines.append(f"  {report.message}")
+    lines.append(f"test markers: {'; '.join(report.markers)}")
+    lines.append(
+        f"test records in the inbox: {report.test_records}, for {len(report.candidates)} email(s)"
+    )
+    width = max((len(c.email) for c in report.candidates), default=0)
+    for c in report.candidates:
+        verdict = c.verdict.value.replace("_", " ")
+        lines.append(f"  {verdict:<10}  {c.email:<{width}}  {c.reason}")
+    doomed = report.count(Verdict.DELETE)
+    if not report.apply:
+        lines.append(
+            f"Nothing was written. --apply deletes the {doomed} contact(s) marked delete and "
+            f"marks the {report.test_records} test record(s) so no run or backfill sends them again."
+        )
+        return "\n".join(lines)
+    lines.append(
+        f"deleted {len(report.deleted)} contact(s) in {len(report.activities)} activity(ies)"
+    )
+    if report.not_deleted:
+        lines.append(f"not confirmed deleted: {', '.join(report.not_deleted)}")
+    if report.marked:
+        lines.append(
+            f"marked {report.marked} test record(s): no later run or backfill sends them again"
+        )
+    return "\n".join(lines)
 
 
 def render_history(email: str, rows: Sequence[Mapping[str, Any]]) -> str:

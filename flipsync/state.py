@@ -23,6 +23,8 @@ from typing import Any
 from flipsync.errors import StateError
 
 SCHEMA_VERSION = 2
+# Meta key prefix of an inbox record marked as a test (see StateDB.test_marked).
+TEST_MARK_PREFIX = "test_record:"
 
 # The first schema, as version 1 shipped it. A new file is created at version 1 and then
 # migrated like any old file, so the upgrade path is the path every file takes.
@@ -502,6 +504,23 @@ class StateDB:
             ).fetchone()[0]
         )
 
+    def test_marked(self, record_keys: Iterable[str]) -> set[str]:
+        """Which of these inbox records `cleanup-test-contacts --apply` marked as tests.
+
+        Marks are meta rows (TEST_MARK_PREFIX + record key), written with the clean-up's
+        outcomes in one commit (`commit_batch(meta=...)`); no schema change was needed.
+        """
+        keys = [TEST_MARK_PREFIX + k for k in dict.fromkeys(record_keys)]
+        found: set[str] = set()
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                str(r[0]).removeprefix(TEST_MARK_PREFIX)
+                for r in self._conn.execute(f"SELECT key FROM meta WHERE key IN ({marks})", chunk)
+            )
+        return found
+
     # -- retry queue --------------------------------------------------------------------
 
     def retry_seqs(self) -> dict[int, int]:
@@ -602,6 +621,14 @@ class StateDB:
             "INSERT OR IGNORE INTO activities(activity_id, kind, recorded_at) VALUES(?,?,?)",
             (activity_id, "json_import", iso(utcnow())),
         )
+
+    def remember_activity(self, activity_id: str, kind: str) -> None:
+        """Own an activity started outside a journaled batch (a bulk delete), for good."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO activities(activity_id, kind, recorded_at) VALUES(?,?,?)",
+                (activity_id, kind, iso(utcnow())),
+            )
 
     def known_activity_ids(self) -> set[str]:
         """Every activity flipsync owned lately: journaled, committed, or adopted, any run."""

@@ -52,6 +52,7 @@ log = structlog.get_logger(__name__)
 
 # Writes that no later read has proven are checked by the first run this long after them.
 VERIFY_AFTER = timedelta(minutes=30)
+TEST_RECORD_REASON = "test record, marked by cleanup-test-contacts: never sent again"
 
 
 @dataclass(frozen=True)
@@ -274,6 +275,7 @@ class Syncer:
         """
         outcomes: list[dict[str, Any]] = []
         records: list[FlipcauseRecord] = []
+        tests = self.state.test_marked(r.record_key for r in rows)
         for row in rows:
             parsed = _parse_safely(row, self.settings)
             # A payload without a kind has an unknown trigger, or could not be read at all.
@@ -281,6 +283,9 @@ class Syncer:
             report.record_kinds[parsed.kind or unknown or UNRECOGNISED] += 1
             if isinstance(parsed, Unusable):
                 outcomes.append(unusable_outcome(parsed, row))
+                continue
+            if row.record_key in tests:
+                outcomes.append(record_outcome(parsed, "skip", TEST_RECORD_REASON))
                 continue
             rule = skip_rule_for(parsed, self.settings.policy)
             if rule is not None:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: a whole sync against the local Constant Contact sandbox, no account needed.
 # Starts the sandbox, ingests the bundled Flipcause payloads, shows the dry-run plan, runs
-# the sync, and prints the contacts per list as the sandbox now holds them.
+# the sync, and prints the contacts per list as the sandbox now holds them. Then the go-live
+# clean-up: a test supporter is synced and removed again, while the real one stays.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port="${1:-0}"
@@ -36,3 +37,18 @@ echo; echo "== contacts per list in the sandbox"
 python scripts/sandbox_lists.py "$base_url"
 echo; echo "== flipsync explain todd@example.org"
 flipsync explain todd@example.org
+
+echo; echo "== a test supporter arrives (like the README's receiver check) and is synced"
+printf '%s\n' '{"webhook_record_id": "demo-test-1", "webhook_trigger_type": "new_activity", "activity_type": "Donation", "transaction_id": "demo-t1", "PD_first_name": "Todd", "PD_last_name": "Trial", "PD_email": "todd+test@example.org", "DD_amount": "1.00"}' \
+  | flipsync ingest -
+flipsync run
+echo; echo "== flipsync cleanup-test-contacts   (test_records.email_matches: *+test@example.org; only reads)"
+flipsync cleanup-test-contacts
+echo; echo "== flipsync cleanup-test-contacts --apply"
+flipsync cleanup-test-contacts --apply
+echo; echo "== the sandbox now: todd+test@example.org is deleted, todd@example.org stays"
+python scripts/sandbox_lists.py "$base_url" | grep -E '^all contacts|todd'
+echo; echo "== flipsync backfill --since 2000-01-01   (the marked test record is skipped: never sent again)"
+flipsync backfill --since 2000-01-01
+echo; echo "== flipsync explain todd+test@example.org"
+flipsync explain todd+test@example.org

@@ -27,6 +27,7 @@ def main(base_url: str) -> None:
         print(
             f"  {email['address']}: {email['permission_to_send']}"
             + (f", with {' and '.join(extras)}" if extras else "")
+            + (", DELETED" if contact.get("deleted_at") else "")
         )
 
 

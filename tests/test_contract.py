@@ -25,6 +25,7 @@ import copy
 import hashlib
 import itertools
 import re
+import uuid
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
@@ -473,3 +474,27 @@ def test_export_and_opt_out_requests_match_the_spec(org: Org) -> None:
     gets = [e for e in org.sandbox.request_log() if e.method == "GET" and e.path == "/v3/contacts"]
     assert "optout_after" in gets[-1].query
     check_request(gets[-1])
+
+
+def test_contact_delete_body_matches_the_spec(org: Org) -> None:
+    """The bulk delete flipsync sends is the spec's ContactDelete, ids only, 500 at most."""
+    from flipsync.ctct.client import MAX_DELETE_CONTACTS, contact_delete_body
+
+    ids = [org.sandbox.add_contact(f"t{i}@example.org") for i in range(3)]
+    client = build_client(org.settings())
+    activity_id = client.delete_contacts(ids)
+    assert client.get_activity(activity_id).state == "completed"
+    (post,) = [e for e in org.sandbox.request_log() if e.method == "POST"]
+    template, operation = spec_operation(post.method, post.path)
+    assert template == "/activities/contact_delete"
+    (body,) = [p for p in operation["parameters"] if p["in"] == "body"]
+    assert body["schema"]["$ref"] == "#/definitions/ContactDelete"
+    assert problems("ContactDelete", post.body) == []
+    assert post.body == {"contact_ids": ids}
+    full = [str(uuid.UUID(int=i)) for i in range(MAX_DELETE_CONTACTS)]
+    assert problems("ContactDelete", contact_delete_body(full)) == []
+    assert problems("ContactDelete", contact_delete_body([*full, full[0]])) != []
+    with pytest.raises(ValueError, match="1 to 500"):
+        client.delete_contacts([*full, str(uuid.UUID(int=10**6))])
+    with pytest.raises(ValueError, match="1 to 500"):
+        client.delete_contacts([])

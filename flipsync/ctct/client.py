@@ -82,6 +82,7 @@ log = structlog.get_logger(__name__)
 # Date headers and created_at stamps may be truncated to the second.
 CLOCK_RESOLUTION: Final = timedelta(seconds=1)
 MAX_UNCERTAIN_POSTS: Final = 3
+MAX_DELETE_CONTACTS: Final = 500  # contact_ids per POST /activities/contact_delete
 _JSON: Final = {"Content-Type": "application/json"}
 _EXISTING_ID = re.compile(r"exists for contact\s+([0-9A-Za-z-]+)", re.IGNORECASE)
 
@@ -382,6 +383,30 @@ class ConstantContactClient:
             "the next run tries again"
         )
 
+    def delete_contacts(self, contact_ids: Sequence[str]) -> str:
+        """Start a bulk delete (``POST /activities/contact_delete``); returns the activity id.
+
+        Sent like a read (retried after an unanswered post): deleting a deleted contact
+        changes nothing, so a second activity for the same ids costs a request, not data.
+        """
+        ids = list(dict.fromkeys(contact_ids))
+        if not 1 <= len(ids) <= MAX_DELETE_CONTACTS:
+            raise ValueError(f"a bulk delete takes 1 to {MAX_DELETE_CONTACTS} contact ids")
+        response = self._http.call(
+            "contact_delete",
+            "POST",
+            self._url("/activities/contact_delete"),
+            tokens=self._tokens,
+            idempotent=True,
+            data=encode_json(contact_delete_body(ids)),
+            headers=_JSON,
+        )
+        activity_id = _req_str(_json(response), "activity_id")
+        # Never to be taken for an import this client lost the answer to.
+        self._claimed_activities.add(activity_id)
+        log.info("contact_delete_started", activity_id=activity_id, contacts=len(ids))
+        return activity_id
+
     # --- plumbing -----------------------------------------------------------------------
 
     def _url(self, path: str) -> str:
@@ -530,6 +555,11 @@ def _text_lines(chunks: Iterator[bytes]) -> Iterator[str]:
     pending += decoder.decode(b"", final=True)
     if pending:
         yield pending
+
+
+def contact_delete_body(contact_ids: Sequence[str]) -> dict[str, Any]:
+    """The ContactDelete body: contact ids only (``list_ids`` would delete whole lists)."""
+    return {"contact_ids": list(contact_ids)}
 
 
 def _json(response: requests.Response) -> dict[str, Any]:

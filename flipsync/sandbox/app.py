@@ -17,7 +17,8 @@ open are documented where they are made; the main ones:
   added to lists (``cannot_add_to_list_count``). ``person_count`` counts rows that created
   or updated a contact.
 * Deleting a contact keeps its permission, strips its list memberships and sets
-  ``deleted_at``; its email stays reserved (POST /contacts answers 409).
+  ``deleted_at``; its email stays reserved (POST /contacts answers 409). The bulk
+  ``contact_delete`` activity does the same on completion (see ``deletes.py``).
 * ``GET /contacts?status=active`` means not deleted and explicit or implicit; the other
   permission statuses match non-deleted contacts with that permission; ``deleted`` matches
   deleted contacts whatever their permission.
@@ -43,6 +44,7 @@ from typing import Any
 
 from flipsync.sandbox import validate
 from flipsync.sandbox.config import SCRIPTED_FAULT_KINDS, SandboxConfig
+from flipsync.sandbox.deletes import DeleteActivity, delete_activity_json, parse_delete_body
 from flipsync.sandbox.exports import (
     ExportJob,
     export_json,
@@ -186,7 +188,7 @@ class Sandbox:
         self._contacts: list[Contact] = []
         self._by_id: dict[str, Contact] = {}
         self._by_email: dict[str, Contact] = {}
-        self._activities: list[Activity] = []
+        self._activities: list[Activity | DeleteActivity] = []
         self._exports: list[ExportJob] = []
         self._log: list[RequestLogEntry] = []
         self._routes: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
@@ -217,6 +219,10 @@ class Sandbox:
                 {"POST": self._post_export},
             ),
             (re.compile(r"/v3/contact_exports/(?P<id>[^/]+)"), {"GET": self._get_export_file}),
+            (
+                re.compile(r"/v3/activities/contact_delete"),
+                {"POST": self._post_contact_delete},
+            ),
             (re.compile(r"/v3/activities"), {"GET": self._get_activities}),
             (re.compile(r"/v3/activities/(?P<id>[^/]+)"), {"GET": self._get_activity}),
         ]
@@ -645,9 +651,18 @@ class Sandbox:
             self._settle()
             return [self._activity_with_internals(a) for a in self._activities]
 
-    def _activity_with_internals(self, activity: Activity) -> dict[str, Any]:
-        out = activity_json(activity, now_s=self.now(), duration_s=self.config.activity_seconds)
+    def _activity_with_internals(self, activity: Activity | DeleteActivity) -> dict[str, Any]:
+        out = self._activity_view(activity, self.now())
+        if isinstance(activity, DeleteActivity):
+            out["sandbox"] = {
+                "kind": "contact_delete",
+                "contact_ids": list(activity.contact_ids),
+                "list_ids": list(activity.list_ids),
+                "client_id": activity.client_id,
+            }
+            return out
         out["sandbox"] = {
+            "kind": "contacts_json_import",
             "truncated": activity.truncated,
             "received_rows": activity.received_rows,
             "dropped_rows": activity.dropped_rows,
@@ -1418,13 +1433,7 @@ class Sandbox:
         for list_id in payload.list_ids:
             if list_id not in self._lists:
                 raise validation(f"list_ids contains an unknown list id: {list_id}")
-        queued = sum(1 for a in self._activities if not a.completed)
-        if queued >= MAX_QUEUED_ACTIVITIES:
-            raise ApiError(
-                429,
-                "too_many_requests",
-                "Too many requests. You exceeded 1,000 queued activities for this user account.",
-            )
+        self._check_activity_queue()
         stamp = self._stamp()
         activity = Activity(
             activity_id=str(uuid.uuid4()),
@@ -1442,6 +1451,41 @@ class Sandbox:
         self._activities.append(activity)
         return json_response(201, initialized_activity_json(activity))
 
+    def _check_activity_queue(self) -> None:
+        """429 once 1,000 activities wait (imports and deletes share the queue)."""
+        queued = sum(1 for a in self._activities if not a.completed)
+        if queued >= MAX_QUEUED_ACTIVITIES:
+            raise ApiError(
+                429,
+                "too_many_requests",
+                "Too many requests. You exceeded 1,000 queued activities for this user account.",
+            )
+
+    def _post_contact_delete(
+        self, request: SandboxRequest, query: dict[str, str], match: re.Match[str]
+    ) -> SandboxResponse:
+        """``POST /activities/contact_delete``: validate now, delete on completion (deletes.py)."""
+        wanted = parse_delete_body(self._json_body(request))
+        for list_id in wanted.list_ids:
+            if list_id not in self._lists:
+                raise validation(f"list_ids contains an unknown list id: {list_id}")
+        self._check_activity_queue()
+        members = {c.contact_id for c in self._contacts if set(c.list_ids) & set(wanted.list_ids)}
+        activity = DeleteActivity(
+            activity_id=str(uuid.uuid4()),
+            created_us=self._stamp(),
+            due_s=self.now() + self.config.activity_seconds,
+            contact_ids=wanted.contact_ids,
+            list_ids=wanted.list_ids,
+            items_total=len(wanted.contact_ids) + len(members),
+            client_id=self._client,
+        )
+        self._activities.append(activity)
+        # The 201 shows the activity as just queued, whatever the sandbox clock says.
+        return json_response(
+            201, delete_activity_json(activity, now_s=activity.created_us / MICROS, duration_s=1)
+        )
+
     def _settle(self) -> None:
         """Complete every due activity, oldest first (nothing happens while held)."""
         if self._held:
@@ -1449,7 +1493,10 @@ class Sandbox:
         now = self.now()
         for activity in self._activities:
             if not activity.completed and activity.due_s <= now:
-                self._complete(activity)
+                if isinstance(activity, DeleteActivity):
+                    self._complete_delete(activity)
+                else:
+                    self._complete(activity)
         for job in self._exports:
             if job.completed_us is None and job.due_s <= now:
                 names = {i: lst.name for i, lst in self._lists.items()}
@@ -1486,6 +1533,36 @@ class Sandbox:
         if job is None or job.csv is None:
             raise ApiError(404, NOT_FOUND, "The requested resource was not found.")
         return SandboxResponse(200, job.csv, (("Content-Type", "text/csv"),))
+
+    def _complete_delete(self, activity: DeleteActivity) -> None:
+        """Delete the named contacts (or every member of the named lists) now."""
+        if activity.list_ids:
+            wanted = set(activity.list_ids)
+            targets = [c for c in self._contacts if set(c.list_ids) & wanted]
+        else:
+            targets = []
+            for contact_id in activity.contact_ids:
+                contact = self._by_id.get(contact_id)
+                if contact is None:
+                    activity.errors.append(f"contact_id {contact_id} was not found")
+                else:
+                    targets.append(contact)
+        for contact in targets:
+            if not contact.deleted:
+                stamp = self._stamp()
+                contact.deleted_us = stamp
+                contact.list_ids = []
+                contact.updated_us = stamp
+            activity.deleted += 1
+        activity.completed_us = self._stamp()
+        activity.updated_us = activity.completed_us
+
+    def _activity_view(self, activity: Activity | DeleteActivity, now: float) -> dict[str, Any]:
+        """The API's JSON for either kind of activity."""
+        duration = self.config.activity_seconds
+        if isinstance(activity, DeleteActivity):
+            return delete_activity_json(activity, now_s=now, duration_s=duration)
+        return activity_json(activity, now_s=now, duration_s=duration)
 
     def _complete(self, activity: Activity) -> None:
         """Apply an import's rows in order and fill its status counters."""
@@ -1552,7 +1629,7 @@ class Sandbox:
         for activity in reversed(self._activities):
             if activity.created_us / MICROS < now - ACTIVITY_WINDOW_SECONDS:
                 continue
-            view = activity_json(activity, now_s=now, duration_s=self.config.activity_seconds)
+            view = self._activity_view(activity, now)
             shown = "processing" if view["state"] == "initialized" else view["state"]
             if state is None or shown == state:
                 views.append(view)
@@ -1579,9 +1656,7 @@ class Sandbox:
         activity = next((a for a in self._activities if a.activity_id == match["id"]), None)
         if activity is None:
             raise ApiError(404, NOT_FOUND, "Resource not found for the activity_id provided.")
-        return json_response(
-            200, activity_json(activity, now_s=self.now(), duration_s=self.config.activity_seconds)
-        )
+        return json_response(200, self._activity_view(activity, self.now()))
 
     # --- admin and activation page ----------------------------------------------------------
 
