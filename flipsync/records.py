@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
@@ -144,10 +144,22 @@ def clean_text(value: Any) -> str | None:
         value = str(value)
     if not isinstance(value, str):
         return None
-    value = unicodedata.normalize("NFC", value)
-    value = "".join(ch for ch in value if unicodedata.category(ch)[0] != "C" or ch in "\t\n ")
+    if value.isascii():
+        # The common case, without a look-up per character: ASCII is already NFC, and its
+        # only control characters are these.
+        if not value.isprintable():
+            value = _ASCII_CONTROLS.sub("", value)
+    else:
+        value = unicodedata.normalize("NFC", value)
+        value = "".join(
+            ch for ch in value if unicodedata.category(ch)[0] != "C" or ch in "\t\n "
+        )
     value = " ".join(value.split())
     return value or None
+
+
+# Category C in ASCII, less the tab and newline that the whitespace collapse turns to blanks.
+_ASCII_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 def check_email(raw: Any) -> tuple[str | None, str | None]:
@@ -178,22 +190,35 @@ def normalize_kind(raw: str | None, kinds: Mapping[str, tuple[str, ...]]) -> str
     """Map an activity_type spelling to its canonical kind; unknown spellings map to None."""
     if not raw:
         return None
-    wanted = " ".join(raw.split()).casefold()
-    for kind, spellings in kinds.items():
-        if any(wanted == " ".join(s.split()).casefold() for s in spellings):
-            return kind
-    return None
+    return _index(kinds, _activity_key).get(_activity_key(raw))
 
 
 def trigger_kind(raw: str | None, kinds: Mapping[str, tuple[str, ...]]) -> str | None:
     """Map a webhook_trigger_type spelling to its record kind; unknown spellings map to None."""
     if not raw:
         return None
-    wanted = spelling_key(raw)
+    return _index(kinds, spelling_key).get(spelling_key(raw))
+
+
+def _activity_key(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+# spelling -> kind, built once per settings mapping (settings are frozen and long-lived): a
+# record is classified with two dict look-ups, not a scan of every spelling.
+_INDEXES: dict[tuple[int, Callable[[str], str]], tuple[object, dict[str, str]]] = {}
+
+
+def _index(kinds: Mapping[str, tuple[str, ...]], key: Callable[[str], str]) -> dict[str, str]:
+    cached = _INDEXES.get((id(kinds), key))
+    if cached is not None and cached[0] is kinds:
+        return cached[1]
+    table: dict[str, str] = {}
     for kind, spellings in kinds.items():
-        if any(wanted == spelling_key(s) for s in spellings):
-            return kind
-    return None
+        for spelling in spellings:
+            table.setdefault(key(spelling), kind)
+    _INDEXES[(id(kinds), key)] = (kinds, table)
+    return table
 
 
 def record_kind(
