@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from functools import wraps
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import IO, TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import click
 import structlog
@@ -20,9 +20,16 @@ import structlog
 from flipsync import __version__, discovery, logs
 from flipsync.config import CONFIG_ENV, Settings, load_settings, secret_from_env
 from flipsync.errors import ExitCode, FlipsyncError, InputError
-from flipsync.intake import IngestReport, ingest_text
+from flipsync.intake import IngestReport, ingest_stream
 from flipsync.lock import hold_lock
-from flipsync.report import render_history, render_table, render_text, write_outcomes
+from flipsync.report import (
+    render_history,
+    render_ingest,
+    render_table,
+    render_text,
+    write_outcomes,
+)
+from flipsync.safe_text import for_terminal, json_for_terminal
 from flipsync.state import StateDB, utcnow
 
 if TYPE_CHECKING:  # the HTTP stack is imported only by commands that talk to Constant Contact
@@ -43,7 +50,7 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
         try:
             return func(*args, **kwargs)
         except FlipsyncError as exc:
-            click.echo(f"flipsync: {exc}", err=True)
+            click.echo(for_terminal(f"flipsync: {exc}"), err=True)
             sys.exit(int(exc.exit_code))
         except KeyboardInterrupt:
             click.echo("flipsync: interrupted; nothing past the last commit was lost", err=True)
@@ -256,9 +263,7 @@ def _print_report(report: Any, *, as_json: bool, output: Path | None) -> None:
     if output is not None:
         write_outcomes(output, report.outcomes)
     if as_json:
-        click.echo(
-            json.dumps(report.as_dict(with_outcomes=report.dry_run), indent=2, ensure_ascii=False)
-        )
+        click.echo(json_for_terminal(report.as_dict(with_outcomes=report.dry_run)))
         return
     if report.dry_run and report.outcomes:
         click.echo(render_table(report.outcomes))
@@ -341,59 +346,64 @@ def cleanup_test_contacts(
 @pass_ctx
 @handle_errors
 def ingest(ctx: Context, files: tuple[str, ...], as_json: bool, input_format: str) -> None:
-    """Store saved Flipcause payloads or CSV exports (- for stdin) in the inbox."""
+    """Store saved Flipcause payloads or CSV exports (- for stdin) in the inbox.
+
+    Exits 2 when a file is refused as not Flipcause data, or nothing was stored but
+    something was rejected.
+    """
     from flipsync.csv_intake import CSV_FORMAT, ingest_csv_text
 
     settings = ctx.settings
     total = IngestReport()
     with open_state(settings) as state:
         for name in files:
-            text = _read_input(name)
             label = "stdin" if name == "-" else name
             as_csv = input_format == CSV_FORMAT or (
                 input_format == "auto" and name.lower().endswith(".csv")
             )
-            if as_csv:
-                report = ingest_csv_text(
-                    state,
-                    text,
-                    name=label,
-                    source=f"csv:{Path(label).name}",
-                    settings=settings.flipcause,
-                )
-            else:
-                report = ingest_text(
-                    state,
-                    text,
-                    name=label,
-                    source=f"file:{Path(label).name}",
-                    id_field=settings.flipcause.fields.webhook_record_id,
-                )
-            total.added += report.added
-            total.duplicates += report.duplicates
-            total.rejected.extend(report.rejected)
-    if as_json:
-        click.echo(json.dumps(total.as_dict(), indent=2))
-    else:
-        click.echo(
-            f"stored {total.added} payload(s), {total.duplicates} already in the inbox, "
-            f"{len(total.rejected)} rejected"
-        )
-        for bad in total.rejected:
-            click.echo(f"  rejected {bad.location}: {bad.reason}")
+            with _open_input(name) as stream:
+                if as_csv:
+                    report = ingest_csv_text(
+                        state,
+                        _decode_input(name, stream.read()),
+                        name=label,
+                        source=f"csv:{Path(label).name}",
+                        settings=settings.flipcause,
+                    )
+                else:
+                    report = ingest_stream(
+                        state,
+                        stream,
+                        name=label,
+                        source=f"file:{Path(label).name}",
+                        id_field=settings.flipcause.fields.webhook_record_id,
+                    )
+            total.add(report)
+    click.echo(json_for_terminal(total.as_dict()) if as_json else render_ingest(total))
+    if total.failed:
+        sys.exit(int(ExitCode.CONFIG))
 
 
-def _read_input(name: str) -> str:
+@contextmanager
+def _open_input(name: str) -> Iterator[IO[bytes]]:
+    if name == "-":
+        yield sys.stdin.buffer
+        return
     try:
-        if name == "-":
-            return sys.stdin.buffer.read().decode("utf-8")
-        return Path(name).read_bytes().decode("utf-8")
+        stream = Path(name).open("rb")  # noqa: SIM115 - closed below
     except FileNotFoundError:
         raise InputError(f"{name}: file not found") from None
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{name}: not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
         raise InputError(f"{name}: cannot read ({exc.strerror})") from None
+    with stream:
+        yield stream
+
+
+def _decode_input(name: str, data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{name}: not UTF-8 text (byte {exc.start})") from None
 
 
 # -- serve ----------------------------------------------------------------------------------
@@ -445,7 +455,7 @@ def explain(ctx: Context, email: str, as_json: bool) -> None:
         mirror = state.mirror_get([key]).get(key)
     if as_json:
         click.echo(
-            json.dumps(
+            json_for_terminal(
                 {
                     "email": email,
                     "outcomes": rows,
@@ -458,15 +468,15 @@ def explain(ctx: Context, email: str, as_json: bool) -> None:
                         "as_of": mirror.seen_at,
                     },
                 },
-                indent=2,
-                ensure_ascii=False,
             )
         )
         return
     click.echo(render_history(email, rows))
     if mirror is not None:
         state_text = "deleted" if mirror.deleted else mirror.permission
-        click.echo(f"last known in Constant Contact: {state_text} (as of {mirror.seen_at})")
+        click.echo(
+            for_terminal(f"last known in Constant Contact: {state_text} (as of {mirror.seen_at})")
+        )
 
 
 @cli.command()
@@ -509,13 +519,13 @@ def status(ctx: Context, as_json: bool, check: bool) -> None:
             "problems": found,
         }
     if as_json:
-        click.echo(json.dumps(info, indent=2))
+        click.echo(json_for_terminal(info))
     else:
         for key, value in info.items():
             if key != "problems":
-                click.echo(f"{key}: {value}")
+                click.echo(for_terminal(f"{key}: {value}"))
         for problem in found:
-            click.echo(f"problem: {problem}")
+            click.echo(for_terminal(f"problem: {problem}"))
     if check and found:
         sys.exit(int(ExitCode.UNHEALTHY))
 

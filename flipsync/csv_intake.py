@@ -25,7 +25,7 @@ from typing import Any
 
 from flipsync.config import FlipcauseSettings
 from flipsync.errors import InputError
-from flipsync.intake import BadItem, IngestReport, check_item
+from flipsync.intake import BadItem, IngestReport, check_item, store_items
 from flipsync.state import StateDB
 
 CSV_FORMAT = "flipcause-csv"
@@ -194,18 +194,20 @@ def parse_csv_text(text: str, name: str, settings: FlipcauseSettings) -> Iterato
 def ingest_csv_text(
     state: StateDB, text: str, *, name: str, source: str, settings: FlipcauseSettings
 ) -> IngestReport:
-    """Store every good row of one export; report (and remember) the bad ones."""
-    report = IngestReport()
-    good: list[tuple[str, dict[str, Any]]] = []
-    for item in parse_csv_text(text, name, settings):
-        if isinstance(item, BadItem):
-            report.rejected.append(item)
-        else:
-            good.append((item.record_key, item.payload))
-    if good:
-        result = state.add_payloads(good, source=source, id_field=settings.fields.webhook_record_id)
-        report.added += result.added
-        report.duplicates += result.duplicates
-    if report.rejected:
-        state.add_intake_rejects((source, b.location, b.reason) for b in report.rejected)
-    return report
+    """Store every good row of one export; report (and remember) the bad ones.
+
+    Like JSON intake, a file whose first rows are mostly unreadable is refused whole.
+    """
+    items = (
+        item if isinstance(item, BadItem) else (item.record_key, item.payload)
+        for item in parse_csv_text(text, name, settings)
+    )
+    return store_items(
+        state,
+        items,
+        name=name,
+        source=source,
+        id_field=settings.fields.webhook_record_id,
+        unit="rows",
+        bad_phrase="cannot be read as export rows",
+    )

@@ -1,4 +1,8 @@
-"""Rendering run reports and decision records for people (text, tables) and files (CSV, JSON)."""
+"""Rendering run reports and decision records for people (text, tables) and files (CSV, JSON).
+
+Everything rendered for a terminal goes through `safe_text.for_terminal`, and every
+CSV cell through `safe_text.csv_cell`: payload text is shown, never obeyed.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from flipsync.cleanup import CleanupReport, Verdict
+from flipsync.intake import IngestReport
 from flipsync.outcomes import PUBLIC_OUTCOME_KEYS, RunReport
+from flipsync.safe_text import csv_cell, for_terminal
 
 OUTCOME_COLUMNS = PUBLIC_OUTCOME_KEYS
 
@@ -79,7 +85,7 @@ def render_text(report: RunReport) -> str:
             lines.append(f"    {o['action']:<8} {who}: {o['reason']}")
     for warning in report.warnings:
         lines.append(f"  warning: {warning}")
-    return "\n".join(lines)
+    return for_terminal("\n".join(lines))
 
 
 def render_table(outcomes: Iterable[Mapping[str, Any]]) -> str:
@@ -88,16 +94,15 @@ def render_table(outcomes: Iterable[Mapping[str, Any]]) -> str:
     for o in outcomes:
         before = o.get("status_before") or "-"
         after = o.get("status_after") or "-"
-        rows.append(
-            (
-                o.get("email") or _ids(o.get("flipcause_ids")) or "(no email)",
-                o["action"],
-                o.get("endpoint") or "none",
-                f"{before} -> {after}",
-                ", ".join(o.get("lists") or []) or "-",
-                o["reason"],
-            )
+        cells = (
+            o.get("email") or _ids(o.get("flipcause_ids")) or "(no email)",
+            o["action"],
+            o.get("endpoint") or "none",
+            f"{before} -> {after}",
+            ", ".join(o.get("lists") or []) or "-",
+            o["reason"],
         )
+        rows.append(tuple(for_terminal(c) for c in cells))  # escaped first, so columns align
     header = ("EMAIL", "ACTION", "VIA", "STATUS", "LISTS", "REASON")
     widths = [
         min(40, max([len(header[i])] + [len(r[i]) for r in rows])) for i in range(len(header) - 1)
@@ -111,7 +116,7 @@ def render_table(outcomes: Iterable[Mapping[str, Any]]) -> str:
     line(header)
     for r in rows:
         line(r)
-    return out.getvalue().rstrip("\n")
+    return for_terminal(out.getvalue().rstrip("\n"))
 
 
 def _private(path: Path) -> Path:
@@ -130,15 +135,14 @@ def write_outcomes(path: Path, outcomes: Sequence[Mapping[str, Any]]) -> None:
             writer = csv.DictWriter(fh, fieldnames=OUTCOME_COLUMNS, extrasaction="ignore")
             writer.writeheader()
             for o in outcomes:
-                writer.writerow(
-                    {
-                        **{k: o.get(k) for k in OUTCOME_COLUMNS},
-                        "lists": "; ".join(o.get("lists") or []),
-                        "fields": "; ".join(o.get("fields") or []),
-                        "flipcause_ids": _ids(o.get("flipcause_ids")),
-                        "record_keys": "; ".join(o.get("record_keys") or []),
-                    }
-                )
+                row = {
+                    **{k: o.get(k) for k in OUTCOME_COLUMNS},
+                    "lists": "; ".join(o.get("lists") or []),
+                    "fields": "; ".join(o.get("fields") or []),
+                    "flipcause_ids": _ids(o.get("flipcause_ids")),
+                    "record_keys": "; ".join(o.get("record_keys") or []),
+                }
+                writer.writerow({k: csv_cell(v) for k, v in row.items()})
     else:
         rows = [{k: o.get(k) for k in OUTCOME_COLUMNS} for o in outcomes]
         path.write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -180,7 +184,7 @@ def render_cleanup(report: CleanupReport) -> str:
 def render_history(email: str, rows: Sequence[Mapping[str, Any]]) -> str:
     """`flipsync explain EMAIL`: every outcome for one person, oldest first."""
     if not rows:
-        return f"{email}: flipsync has no record of this email."
+        return for_terminal(f"{email}: flipsync has no record of this email.")
     lines = [f"{email}: {len(rows)} outcome(s)"]
     for r in rows:
         lines.append(
@@ -195,4 +199,18 @@ def render_history(email: str, rows: Sequence[Mapping[str, Any]]) -> str:
         ids = _ids(r.get("flipcause_ids"))
         if ids:
             lines.append(f"    flipcause: {ids}")
-    return "\n".join(lines)
+    return for_terminal("\n".join(lines))
+
+
+def render_ingest(report: IngestReport, *, shown: int = 20) -> str:
+    """The ingest summary: counts, refused files, and the first `shown` rejects (--json: all)."""
+    lines = [
+        f"stored {report.added} payload(s), {report.duplicates} already in the inbox, "
+        f"{len(report.rejected)} rejected"
+    ]
+    lines += [f"  {refusal}" for refusal in report.refused]
+    for bad in report.rejected[:shown]:
+        lines.append(f"  rejected {bad.location}: {bad.reason}")
+    if len(report.rejected) > shown:
+        lines.append(f"  ... and {len(report.rejected) - shown} more (--json lists every one)")
+    return for_terminal("\n".join(lines))

@@ -451,13 +451,30 @@ class StateDB:
                 results.append(AddResult(added=added, duplicates=duplicates))
         return results
 
-    def add_intake_rejects(self, rejects: Iterable[tuple[str, str, str]]) -> None:
-        """Remember inputs that could not be stored at all: (source, location, reason)."""
+    def add_intake_rejects(
+        self, rejects: Iterable[tuple[str, str, str]], *, dedupe: bool = False
+    ) -> None:
+        """Remember inputs that could not be stored at all: (source, location, reason).
+
+        With `dedupe`, a (source, location, reason) already recorded is not added again:
+        ingesting the same file twice must not grow the table.
+        """
         stamp = iso(utcnow())
+        rows = list(dict.fromkeys(rejects)) if dedupe else list(rejects)
         with self.transaction() as conn:
+            if dedupe and rows:
+                known: set[tuple[str, str, str]] = set()
+                for source in {s for s, _, _ in rows}:
+                    known.update(
+                        (source, r[0], r[1])
+                        for r in conn.execute(
+                            "SELECT location, reason FROM intake_rejects WHERE source=?", (source,)
+                        )
+                    )
+                rows = [r for r in rows if r not in known]
             conn.executemany(
                 "INSERT INTO intake_rejects(received_at, source, location, reason) VALUES(?,?,?,?)",
-                [(stamp, s, loc, reason) for s, loc, reason in rejects],
+                [(stamp, s, loc, reason) for s, loc, reason in rows],
             )
 
     def inbox_after(self, seq: int, limit: int) -> list[InboxRow]:
