@@ -9,6 +9,7 @@ variables that hold them, and OAuth tokens live in the token file.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -17,6 +18,7 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -419,6 +421,33 @@ def _url(value: Any) -> str:
     return text
 
 
+HTTPS_ONLY = (
+    "an https URL: tokens and the client secret travel to it, so plain http is allowed only "
+    "for loopback addresses (127.0.0.0/8, ::1, localhost), such as the local sandbox"
+)
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """True for localhost and addresses in 127.0.0.0/8 or ::1: traffic that never leaves the machine."""
+    if not host:
+        return False
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _secure_url(value: Any) -> str:
+    """An http(s) URL that is https unless it points at this machine."""
+    text = _url(value)
+    parts = urlsplit(text)
+    if parts.scheme.lower() != "https" and not is_loopback_host(parts.hostname):
+        raise ValueError("http to a remote host would send tokens in clear")
+    return text
+
+
 def _env_name(value: Any) -> str:
     text = _str(value)
     if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", text):
@@ -512,9 +541,9 @@ def _parse_ctct(r: _Reader, raw: Any, base_dir: Path) -> ConstantContactSettings
             _join(p, "client_id"), "missing; copy the API key (client id) of your application"
         )
     return ConstantContactSettings(
-        api_base_url=r.get(d, p, "api_base_url", _url, default.api_base_url, "an http(s) URL"),
+        api_base_url=r.get(d, p, "api_base_url", _secure_url, default.api_base_url, HTTPS_ONLY),
         oauth_base_url=r.get(
-            d, p, "oauth_base_url", _url, default.oauth_base_url, "an http(s) URL"
+            d, p, "oauth_base_url", _secure_url, default.oauth_base_url, HTTPS_ONLY
         ),
         client_id=client_id,
         client_secret_env=r.get(

@@ -53,6 +53,11 @@ MIN_SECRET_LENGTH = 16
 _SECRET_RE = re.compile(r"^[A-Za-z0-9._~-]+$")
 DRAIN_SECONDS = 10.0
 DEFAULT_THREADS = 16
+# Open connections waitress keeps (idle ones hold no thread), and how long one may stay
+# silent. The proxy in front buffers whole requests, so a real sender is never this slow.
+CONNECTION_LIMIT = 1000
+CHANNEL_TIMEOUT_SECONDS = 10
+FD_RESERVE = 64  # open files kept for the state DB, its WAL, logs and the listening socket
 _GENERATE_HINT = "generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 
@@ -339,10 +344,32 @@ def _busy(server: Any) -> bool:
     return False
 
 
+def connection_limit() -> int:
+    """CONNECTION_LIMIT, or fewer when the open-files limit leaves no room for that many.
+
+    It only reads the limit: the systemd unit raises it (LimitNOFILE), and its system-call
+    filter would not let the process raise it itself.
+    """
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft - FD_RESERVE >= CONNECTION_LIMIT:
+        return CONNECTION_LIMIT
+    limit = max(16, soft - FD_RESERVE)
+    log.warning("receiver_connection_limit_lowered", limit=limit, open_files_limit=soft)
+    return limit
+
+
 def make_server(
     app: Receiver, settings: Settings, *, host: str, port: int, threads: int = DEFAULT_THREADS
 ) -> Any:
-    """A waitress server for the receiver, bound but not yet serving (port 0 picks one)."""
+    """A waitress server for the receiver, bound but not yet serving (port 0 picks one).
+
+    Slow clients cannot starve it: a request is handed to a thread only once it has
+    fully arrived, so idle or half-sent connections hold no thread; there is room for
+    CONNECTION_LIMIT of them; and a connection silent for CHANNEL_TIMEOUT_SECONDS (with
+    no request being answered) is closed, checked every second. /healthz keeps answering.
+    """
     from waitress.server import create_server
 
     try:
@@ -353,8 +380,9 @@ def make_server(
             threads=threads,
             max_request_body_size=settings.intake.max_body_bytes,
             max_request_header_size=64 * 1024,
-            channel_timeout=30,
-            connection_limit=200,
+            channel_timeout=CHANNEL_TIMEOUT_SECONDS,
+            cleanup_interval=1,
+            connection_limit=connection_limit(),
             asyncore_use_poll=True,
             clear_untrusted_proxy_headers=True,
             expose_tracebacks=False,
