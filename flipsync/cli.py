@@ -406,6 +406,36 @@ def _decode_input(name: str, data: bytes) -> str:
         raise InputError(f"{name}: not UTF-8 text (byte {exc.start})") from None
 
 
+# -- prune ----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--older-than",
+    "days",
+    type=click.IntRange(min=1),
+    help="Retention in days (default: run.retention_days, 365).",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would be removed; remove nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_ctx
+@handle_errors
+def prune(ctx: Context, days: int | None, dry_run: bool, as_json: bool) -> None:
+    """Remove payloads, outcomes and run reports older than the retention (cron: after run).
+
+    Unfinished work (not yet synced, retries, open batches, unfinished backfills) and the
+    consent facts (sign-ups, contacts flipsync created) are kept whatever their age.
+    """
+    from flipsync.retention import prune as apply_retention
+
+    settings = ctx.settings
+    with hold_lock(settings.lock_file, "prune"), open_state(settings, create=False) as state:
+        report = apply_retention(
+            state, days=days or settings.run.retention_days, now=utcnow(), dry_run=dry_run
+        )
+    click.echo(json_for_terminal(report.as_dict()) if as_json else report.render())
+
+
 # -- serve ----------------------------------------------------------------------------------
 
 

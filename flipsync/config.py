@@ -249,12 +249,18 @@ class PolicySettings:
         return tuple(dict.fromkeys(refs))
 
 
+DEFAULT_RETENTION_DAYS = 365
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """How a run walks the inbox."""
 
     batch_size: int = 5000
     lookup_strategy: Literal["auto", "lookup", "mirror"] = "auto"
+    # `flipsync prune` (cron runs it after each good run) removes payloads, outcomes and
+    # run reports older than this; see flipsync/retention.py for what is always kept.
+    retention_days: int = DEFAULT_RETENTION_DAYS
 
 
 @dataclass(frozen=True)
@@ -909,8 +915,16 @@ def _as_list(r: _Reader, raw: Any, path: str) -> list[Any]:
 
 def _parse_run(r: _Reader, raw: Any) -> RunSettings:
     p = "run"
-    d = r.section(raw, p, ("batch_size", "lookup_strategy"))
+    d = r.section(raw, p, ("batch_size", "lookup_strategy", "retention_days"))
     return RunSettings(
+        retention_days=r.get(
+            d,
+            p,
+            "retention_days",
+            _bounded_int(1, 36_500),
+            DEFAULT_RETENTION_DAYS,
+            "a whole number of days from 1 to 36500 (to keep everything, do not run prune)",
+        ),
         batch_size=r.get(
             d, p, "batch_size", _bounded_int(1, 100_000), 5000, "a whole number 1-100000"
         ),

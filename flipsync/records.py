@@ -20,6 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from flipsync.config import FieldMap, FlipcauseSettings, spelling_key
+from flipsync.state import PRUNED_KEY
 
 CID_RE = re.compile(r"\(CID([0-9]+-[0-9]+)\)")
 # Deliberately strict: an address Constant Contact would refuse is better rejected here, with
@@ -265,6 +266,14 @@ def parse_record(
     seq: int, record_key: str, payload: Mapping[str, Any], settings: FlipcauseSettings
 ) -> FlipcauseRecord | Unusable:
     """Turn one inbox payload into a record, or say why it cannot be synced."""
+    if set(payload) == {PRUNED_KEY}:
+        return Unusable(
+            seq,
+            record_key,
+            rejected=False,
+            reason=f"payload removed by retention (older than {payload[PRUNED_KEY]}); "
+            "nothing left to sync",
+        )
     f: FieldMap = settings.fields
     notes: list[str] = []
 

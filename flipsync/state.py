@@ -205,6 +205,20 @@ def record_key_for(payload: Mapping[str, Any], id_field: str) -> str:
     return f"sha256:{digest}"
 
 
+# The key of a pruned payload's tombstone: {"flipsync_pruned_before": "<cutoff>"}.
+PRUNED_KEY = "flipsync_pruned_before"
+
+
+@dataclass(frozen=True)
+class PruneCounts:
+    """How many rows one prune removed (payloads: how many became tombstones)."""
+
+    payloads: int
+    outcomes: int
+    runs: int
+    intake_rejects: int
+
+
 @dataclass(frozen=True)
 class InboxRow:
     """One stored payload, as the run reads it."""
@@ -387,6 +401,13 @@ class StateDB:
             "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
             (key, value),
         )
+
+    def meta_with_prefix(self, prefix: str) -> dict[str, str]:
+        """Every meta value whose key starts with `prefix` (e.g. backfill progress)."""
+        rows = self._conn.execute(
+            "SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
+        )
+        return {str(r[0]): str(r[1]) for r in rows}
 
     @property
     def checkpoint(self) -> int:
@@ -831,6 +852,43 @@ class StateDB:
                 )
                 conn.execute("DELETE FROM journal_ops WHERE batch_id=?", (batch_id,))
                 conn.execute("DELETE FROM journal WHERE batch_id=?", (batch_id,))
+
+    # -- retention ----------------------------------------------------------------------
+
+    def prune(self, *, cutoff: str, keep_from_seq: int, dry_run: bool = False) -> PruneCounts:
+        """Remove what is older than `cutoff` (an ISO stamp), in one transaction.
+
+        Payloads received before `cutoff` and before seq `keep_from_seq` become
+        tombstones: the payload is replaced by PRUNED_PAYLOAD while the record key stays,
+        so the same webhook or export row is still recognised and never stored again.
+        Payloads in the retry queue stay whole. Outcomes, finished run reports (except
+        runs an open journal belongs to) and intake rejects before `cutoff` are deleted.
+        Mirror, transactions, journals, retry queue and meta are never touched here.
+        `dry_run` counts and rolls back.
+        """
+        tombstone = _dumps({PRUNED_KEY: cutoff})
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            payloads = self._conn.execute(
+                "UPDATE inbox SET payload=? WHERE received_at < ? AND seq < ? "
+                "AND seq NOT IN (SELECT seq FROM retry_queue) AND payload NOT LIKE ?",
+                (tombstone, cutoff, keep_from_seq, '{"' + PRUNED_KEY + '"%'),
+            ).rowcount
+            outcomes = self._conn.execute("DELETE FROM outcomes WHERE at < ?", (cutoff,)).rowcount
+            runs = self._conn.execute(
+                "DELETE FROM runs WHERE coalesce(finished_at, started_at) < ? "
+                "AND run_id NOT IN (SELECT run_id FROM journal)",
+                (cutoff,),
+            ).rowcount
+            rejects = self._conn.execute(
+                "DELETE FROM intake_rejects WHERE received_at < ?", (cutoff,)
+            ).rowcount
+            self._conn.execute("ROLLBACK" if dry_run else "COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
+        return PruneCounts(payloads=payloads, outcomes=outcomes, runs=runs, intake_rejects=rejects)
 
     # -- knowledge of Constant Contact --------------------------------------------------
 

@@ -49,6 +49,10 @@ from flipsync.rules import skip_rule_for
 from flipsync.state import InboxRow, Journal, JournalOp, MirrorEntry, StateDB, iso, utcnow
 
 log = structlog.get_logger(__name__)
+# Backfill progress lives in meta: "backfill:<since>:<until>" -> the last inbox seq it read;
+# the same key + DONE_SUFFIX -> that seq again once the backfill reached the inbox's end.
+BACKFILL_PREFIX = "backfill:"
+DONE_SUFFIX = ":done"
 
 # Writes that no later read has proven are checked by the first run this long after them.
 VERIFY_AFTER = timedelta(minutes=30)
@@ -218,7 +222,7 @@ class Syncer:
         where it stopped; each batch runs under `batch_guard` (the organization lock), so
         cron runs interleave with a long backfill instead of waiting for all of it.
         """
-        key = f"backfill:{since.isoformat()}:{until.isoformat() if until else ''}"
+        key = f"{BACKFILL_PREFIX}{since.isoformat()}:{until.isoformat() if until else ''}"
         date_field = self.settings.flipcause.fields.transaction_date
         overlay: dict[str, Known] = {}
         with self._recorded("backfill", dry_run) as report:
@@ -230,6 +234,8 @@ class Syncer:
                 with batch_guard():
                     rows = self.state.inbox_after(scanned, self.settings.run.batch_size)
                     if not rows:
+                        if not dry_run:  # finished: retention may prune what it read
+                            self.state.set_meta(key + DONE_SUFFIX, self.state.get_meta(key) or "0")
                         break
                     last = rows[-1].seq
                     chosen = [r for r in rows if _in_window(r, date_field, since, until)]
