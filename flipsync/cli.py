@@ -671,9 +671,10 @@ def check(ctx: Context, offline: bool) -> None:
     click.echo("token: ok")
     with open_state(settings) as state:
         catalog = Syncer(settings, state, client).resolve_catalog()
-    click.echo(f"lists: ok ({', '.join(sorted(set(catalog.list_names.values()))) or 'none'})")
+    names = ", ".join(sorted(set(catalog.list_names.values()))) or "none"
+    click.echo(for_terminal(f"lists: ok ({names})"))  # names come from the account
     if catalog.field_ids:
-        click.echo(f"custom fields: ok ({', '.join(sorted(catalog.field_ids))})")
+        click.echo(for_terminal(f"custom fields: ok ({', '.join(sorted(catalog.field_ids))})"))
     click.echo(f"requests used: {sum(client.request_counts.values())}")
 
 

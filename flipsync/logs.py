@@ -13,6 +13,8 @@ from typing import Any
 
 import structlog
 
+from flipsync.safe_text import for_terminal
+
 REDACT_KEYS = frozenset(
     {
         "access_token",
@@ -34,6 +36,14 @@ def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[
     return event
 
 
+def _terminal_safe(_: Any, __: str, line: Any) -> Any:
+    """Console lines go to a terminal: escape sequences from payload text are shown, not run.
+
+    (JSON lines need nothing: the JSON renderer escapes every non-ASCII character.)
+    """
+    return for_terminal(line) if isinstance(line, str) else line
+
+
 def configure(level: str = "info", fmt: str = "auto") -> None:
     """Configure structlog for the process. `fmt` is json, console or auto (by TTY)."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
@@ -50,6 +60,7 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
             _redact,
             structlog.processors.format_exc_info,
             renderer,
+            *([] if use_json else [_terminal_safe]),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]

@@ -153,3 +153,21 @@ def test_json_decision_records_stay_exact(tmp_path: Path) -> None:
     out = tmp_path / "plan.json"
     write_outcomes(out, [{"email": "=1+1@example.org", "action": "create", "reason": "-x"}])
     assert json.loads(out.read_text())[0]["email"] == "=1+1@example.org"
+
+
+def test_console_log_lines_show_escape_sequences_instead_of_running_them(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A record key with an escape sequence, logged on a terminal, arrives escaped."""
+    import structlog
+
+    from flipsync import logs
+
+    logs.configure("info", "console")
+    structlog.get_logger("t").info("webhook_stored", record_key=f"wh:{ESC}{RLO}x")
+    err = capsys.readouterr().err
+    assert "webhook_stored" in err and "\\x1b[2J" in err
+    assert raw_controls(err) == []
+    logs.configure("info", "json")
+    structlog.get_logger("t").info("webhook_stored", record_key=f"wh:{ESC}{RLO}x")
+    assert raw_controls(capsys.readouterr().err) == []
