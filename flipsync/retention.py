@@ -5,8 +5,9 @@ rejects hold personal data, so they go once they are older than the retention.
 Two kinds of record stay whatever their age:
 
 - work not finished: payloads after the checkpoint (not synced yet), in the retry
-  queue, in an open journal (a batch sent but not confirmed), or after the progress of
-  an unfinished backfill;
+  queue, in an open journal (a batch sent but not confirmed), of a write not yet seen
+  in Constant Contact (it may need sending again), or after the progress of an
+  unfinished backfill;
 - the facts consent decisions rest on: the `transactions` table (which email signed up
   in which Flipcause transaction, which contacts flipsync itself created) and the mirror
   of Constant Contact. Forgetting them could turn a later activity of an old transaction
@@ -111,8 +112,13 @@ def prune(state: StateDB, *, days: int, now: datetime, dry_run: bool = False) ->
     retries = len(state.retry_seqs())
     if retries:
         kept.append(f"{retries} payload(s) in the retry queue")
+    unproven = {seq for e in state.pending_expectations() for seq in e.seqs}
+    if unproven:
+        kept.append(f"{len(unproven)} payload(s) of writes not yet seen in Constant Contact")
     kept.append("consent facts (sign-ups, contacts flipsync created) and the contact mirror")
-    counts = state.prune(cutoff=cutoff, keep_from_seq=keep_from, dry_run=dry_run)
+    counts = state.prune(
+        cutoff=cutoff, keep_from_seq=keep_from, keep_seqs=unproven, dry_run=dry_run
+    )
     return PruneReport(
         days=days,
         cutoff=cutoff,

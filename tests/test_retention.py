@@ -27,6 +27,19 @@ def count(path: Path, table: str) -> int:
         conn.close()
 
 
+def run_and_verify(org: Org) -> None:
+    """A run, then the run an hour later that checks its writes reached Constant Contact."""
+    assert org.run().status == "ok"
+    verify(org)
+
+
+def verify(org: Org) -> None:
+    """The run an hour later that proves earlier writes (so their records are no longer needed)."""
+    org.run(clock=lambda: utcnow() + timedelta(hours=1))
+    with org.state() as state:
+        assert state.pending_expectations() == []
+
+
 def test_prune_removes_old_data_and_keeps_unfinished_work_and_consent_facts(org: Org) -> None:
     signup = payload("sub@example.org", activity="Mailing List", txn="T-sub", amount="")
     donation = payload("sub@example.org", txn="T-sub")
@@ -34,7 +47,7 @@ def test_prune_removes_old_data_and_keeps_unfinished_work_and_consent_facts(org:
     org.ingest(synced)
     with org.state() as state:
         state.add_intake_rejects([("file:x", "x: line 1", "not valid JSON")])
-    assert org.run().status == "ok"
+    run_and_verify(org)
     waiting = payload("waiting@example.org")
     org.ingest([waiting])  # after the checkpoint: not synced yet
     db = org.settings().state_file
@@ -48,7 +61,7 @@ def test_prune_removes_old_data_and_keeps_unfinished_work_and_consent_facts(org:
         report = prune(state, days=365, now=utcnow() + LATER)
     assert facts_before == {("T-sub", "sub@example.org"): (True, True)}
     c = report.counts
-    assert (c.payloads, c.outcomes, c.runs, c.intake_rejects) == (3, 3, 1, 1)
+    assert (c.payloads, c.outcomes, c.runs, c.intake_rejects) == (3, 3, 2, 1)
     with org.state() as state:
         rows = {r.seq: r.payload for r in state.inbox_after(0, 100)}
         assert set(rows) == {1, 2, 3, 4, 5}  # tombstones keep their record keys
@@ -72,12 +85,27 @@ def test_prune_removes_old_data_and_keeps_unfinished_work_and_consent_facts(org:
 
 def test_dry_run_counts_and_removes_nothing(org: Org) -> None:
     org.ingest([payload("a@example.org")])
-    org.run()
+    run_and_verify(org)
     with org.state() as state:
         report = prune(state, days=30, now=utcnow() + LATER, dry_run=True)
         assert (report.counts.payloads, report.counts.outcomes) == (1, 1)
         assert state.outcomes_for("a@example.org") != []
-    assert "would remove 1 payload(s), 1 outcome(s), 1 run report(s)" in report.render()
+    assert "would remove 1 payload(s), 1 outcome(s), 2 run report(s)" in report.render()
+
+
+def test_payloads_of_writes_not_yet_seen_in_constant_contact_are_kept(org: Org) -> None:
+    """Until the next read proves a write, its records may have to be sent again."""
+    org.ingest([payload("unproven@example.org")])
+    assert org.run().status == "ok"
+    with org.state() as state:
+        assert [e.seqs for e in state.pending_expectations()] == [(1,)]
+        report = prune(state, days=30, now=utcnow() + LATER)
+        assert report.counts.payloads == 0
+        assert state.inbox_after(0, 1)[0].payload["PD_email"] == "unproven@example.org"
+    assert any("writes not yet seen in Constant Contact" in k for k in report.kept)
+    verify(org)
+    with org.state() as state:
+        assert prune(state, days=30, now=utcnow() + LATER).counts.payloads == 1
 
 
 def test_recent_data_is_kept(org: Org) -> None:
@@ -107,12 +135,14 @@ def test_an_open_journal_keeps_its_payloads_and_its_run(tmp_path: Path) -> None:
 def test_an_unfinished_backfill_keeps_what_it_has_not_read(org: Org) -> None:
     """A finished backfill marks itself done; an interrupted one holds back what is after it."""
     org.ingest([payload(f"b{i}@example.org", AD_transaction_date="2026-03-01") for i in range(4)])
-    org.run()
+    run_and_verify(org)
     settings = org.settings()
     with org.state() as state:
         Syncer(settings, state, build_client(settings), sleep=lambda _: None).backfill(
             date(2026, 3, 1), None
         )
+    verify(org)
+    with org.state() as state:
         assert unfinished_backfills(state) == {}
         state.set_meta("backfill:2026-01-01:2026-01-31", "2")  # stopped after seq 2
         assert unfinished_backfills(state) == {"2026-01-01:2026-01-31": 2}
@@ -125,7 +155,7 @@ def test_an_unfinished_backfill_keeps_what_it_has_not_read(org: Org) -> None:
 
 def test_a_backfill_over_pruned_payloads_syncs_nothing_and_says_why(org: Org) -> None:
     org.ingest([payload("gone@example.org")])
-    org.run()
+    run_and_verify(org)
     with org.state() as state:
         prune(state, days=30, now=utcnow() + LATER)
     org.sandbox.clear_request_log()
