@@ -32,6 +32,8 @@ MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
 # A file is judged on its first SNIFF_LINES lines: more than half bad, and nothing is stored.
 SNIFF_LINES = 100
 STORE_CHUNK = 1000
+# Rejects recorded one by one per file (the state DB is not a log); the rest are counted.
+MAX_RECORDED_REJECTS = 1000
 
 
 @dataclass(frozen=True)
@@ -261,7 +263,8 @@ def store_items(
     of them are bad, the file is refused whole ("N of the first M lines are not
     JSON objects"). Later, reading stops the moment more than half of everything
     read so far is bad (what was stored before stays). Rejects are recorded once
-    per (source, location, reason), so ingesting the same file again adds none.
+    per (source, location, reason), so ingesting the same file again adds none, and
+    at most MAX_RECORDED_REJECTS of them per file (then one line with the count).
     """
     report = IngestReport()
     pending: list[tuple[str, dict[str, Any]]] = []
@@ -305,9 +308,11 @@ def store_items(
         return report
     flush()
     if report.rejected:
-        state.add_intake_rejects(
-            ((source, b.location, b.reason) for b in report.rejected), dedupe=True
-        )
+        rows = [(source, b.location, b.reason) for b in report.rejected[:MAX_RECORDED_REJECTS]]
+        more = len(report.rejected) - MAX_RECORDED_REJECTS
+        if more > 0:
+            rows.append((source, name, f"{more} more rejects, not recorded one by one"))
+        state.add_intake_rejects(rows, dedupe=True)
     return report
 
 

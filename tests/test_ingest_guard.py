@@ -157,3 +157,20 @@ def test_a_csv_that_is_mostly_broken_rows_is_refused(tmp_path: Path) -> None:
     assert result.exit_code == ExitCode.CONFIG
     assert "5 of the first 6 rows cannot be read as export rows" in result.output
     assert table(tmp_path, "SELECT count(*) FROM inbox") == [(0,)]
+
+
+def test_rejects_recorded_per_file_are_capped(tmp_path: Path) -> None:
+    """A big file with many (but not most) bad lines records 1000 rejects and one count."""
+    from flipsync.intake import MAX_RECORDED_REJECTS
+
+    data = tmp_path / "big.ndjson"
+    good = [json.dumps(payload(f"c{i}@example.org")) for i in range(1500)]
+    data.write_text("\n".join(good + ["{bad"] * 1200), encoding="utf-8")
+    result = ingest(tmp_path, "--json", str(data))
+    assert result.exit_code == 0
+    assert len(json.loads(result.output)["rejected"]) == 1200  # --json still lists all
+    ingest(tmp_path, str(data))
+    assert table(tmp_path, "SELECT count(*) FROM intake_rejects") == [(MAX_RECORDED_REJECTS + 1,)]
+    assert table(tmp_path, "SELECT reason FROM intake_rejects ORDER BY id DESC LIMIT 1") == [
+        ("200 more rejects, not recorded one by one",)
+    ]
