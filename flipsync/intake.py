@@ -285,9 +285,9 @@ def store_items(
             report.rejected.append(item)
         else:
             pending.append(item)
-        if 2 * bad > seen and (seen >= SNIFF_LINES or not sniffing):
-            break
-        if sniffing and seen >= SNIFF_LINES:
+        if seen >= SNIFF_LINES:
+            if 2 * bad > seen:
+                break
             sniffing = False
         if not sniffing and len(pending) >= STORE_CHUNK:
             flush()
