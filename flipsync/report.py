@@ -116,7 +116,7 @@ def render_table(outcomes: Iterable[Mapping[str, Any]]) -> str:
     line(header)
     for r in rows:
         line(r)
-    return for_terminal(out.getvalue().rstrip("\n"))
+    return out.getvalue().rstrip("\n")
 
 
 def _private(path: Path) -> Path:
