@@ -351,7 +351,7 @@ def ingest(ctx: Context, files: tuple[str, ...], as_json: bool, input_format: st
     Exits 2 when a file is refused as not Flipcause data, or nothing was stored but
     something was rejected.
     """
-    from flipsync.csv_intake import CSV_FORMAT, ingest_csv_text
+    from flipsync.csv_intake import CSV_FORMAT, ingest_csv_stream
 
     settings = ctx.settings
     total = IngestReport()
@@ -363,9 +363,9 @@ def ingest(ctx: Context, files: tuple[str, ...], as_json: bool, input_format: st
             )
             with _open_input(name) as stream:
                 if as_csv:
-                    report = ingest_csv_text(
+                    report = ingest_csv_stream(
                         state,
-                        _decode_input(name, stream.read()),
+                        stream,
                         name=label,
                         source=f"csv:{Path(label).name}",
                         settings=settings.flipcause,
@@ -397,13 +397,6 @@ def _open_input(name: str) -> Iterator[IO[bytes]]:
         raise InputError(f"{name}: cannot read ({exc.strerror})") from None
     with stream:
         yield stream
-
-
-def _decode_input(name: str, data: bytes) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{name}: not UTF-8 text (byte {exc.start})") from None
 
 
 # -- prune ----------------------------------------------------------------------------------

@@ -14,18 +14,20 @@ still stored. Whether a row has a usable email is the run's business.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import json
+import re
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 from flipsync.config import FlipcauseSettings
 from flipsync.errors import InputError
-from flipsync.intake import BadItem, IngestReport, check_item, store_items
+from flipsync.intake import MAX_LINE_BYTES, BadItem, IngestReport, check_item, store_items
 from flipsync.state import StateDB
 
 CSV_FORMAT = "flipcause-csv"
@@ -128,6 +130,48 @@ def _content_key(row: Sequence[str], layout: _Layout) -> str:
 
 
 def parse_csv_text(text: str, name: str, settings: FlipcauseSettings) -> Iterator[CsvRow | BadItem]:
+    """parse_csv_lines for an export already in memory."""
+    return parse_csv_lines(io.StringIO(text.lstrip("\ufeff"), newline=""), name, settings)
+
+
+# Bytes that are not UTF-8, as the surrogateescape error handler decodes them.
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+_NOT_UTF8 = 'not UTF-8 text (in Excel, save the export as "CSV UTF-8")'
+
+
+def _stream_lines(stream: IO[bytes]) -> Iterator[str]:
+    """Lines of an export as it is read (LF, CRLF or CR ends kept, for csv).
+
+    Bytes that are not UTF-8 are kept as surrogateescape code points, so their row can
+    be rejected alone; a line over MAX_LINE_BYTES characters is cut there (its row then
+    fails to parse) and the rest of it skipped unread.
+    """
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    try:
+        while True:
+            line = text.readline(MAX_LINE_BYTES + 1)
+            if not line:
+                return
+            if len(line) > MAX_LINE_BYTES and not line.endswith(("\n", "\r")):
+                while (more := text.readline(1 << 20)) and not more.endswith(("\n", "\r")):
+                    pass
+                line = line[:MAX_LINE_BYTES] + "\n"
+            yield line
+    finally:
+        with contextlib.suppress(ValueError):  # already closed by its owner: nothing to do
+            text.detach()  # the caller owns (and closes) the byte stream
+
+
+def parse_csv_stream(
+    stream: IO[bytes], name: str, settings: FlipcauseSettings
+) -> Iterator[CsvRow | BadItem]:
+    """parse_csv_lines over a byte stream, read as it goes; rows that are not UTF-8 are rejected."""
+    return parse_csv_lines(_stream_lines(stream), name, settings, strict_utf8=True)
+
+
+def parse_csv_lines(
+    lines: Iterable[str], name: str, settings: FlipcauseSettings, *, strict_utf8: bool = False
+) -> Iterator[CsvRow | BadItem]:
     """Yield a CsvRow (or a BadItem with file and line) per non-blank row of an export.
 
     Raises InputError, before yielding anything, when the header is missing or lacks
@@ -135,8 +179,9 @@ def parse_csv_text(text: str, name: str, settings: FlipcauseSettings) -> Iterato
     reordered export adds only what is new: `csv:<transaction id>:<email>:<content hash>`
     when the export has a transaction id column, else `csv:sha256:<content hash>` (the
     hash of the row's non-empty cells); identical rows in one file get `#2`, `#3`...
+    With `strict_utf8`, a row holding undecodable bytes (see _stream_lines) is rejected.
     """
-    reader = csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""), strict=False)
+    reader = csv.reader(lines, strict=False)
     header: list[str] | None = None
     while header is None:
         try:
@@ -147,6 +192,8 @@ def parse_csv_text(text: str, name: str, settings: FlipcauseSettings) -> Iterato
             raise InputError(f"{name}: line 1: unreadable CSV header ({exc})") from None
         if any(cell.strip() for cell in first):
             header = first
+    if strict_utf8 and any(_UNDECODABLE.search(cell) for cell in header):
+        raise InputError(f"{name}: the header is {_NOT_UTF8}")
     layout = _layout(header, settings, name)
     width = len(layout.headers)
     seen: Counter[str] = Counter()
@@ -163,6 +210,9 @@ def parse_csv_text(text: str, name: str, settings: FlipcauseSettings) -> Iterato
                 return
             continue
         if not any(cell.strip() for cell in row):
+            continue
+        if strict_utf8 and any(_UNDECODABLE.search(cell) for cell in row):
+            yield BadItem(location, _NOT_UTF8)
             continue
         if len(row) > width and not any(cell.strip() for cell in row[width:]):
             row = row[:width]
@@ -194,13 +244,27 @@ def parse_csv_text(text: str, name: str, settings: FlipcauseSettings) -> Iterato
 def ingest_csv_text(
     state: StateDB, text: str, *, name: str, source: str, settings: FlipcauseSettings
 ) -> IngestReport:
-    """Store every good row of one export; report (and remember) the bad ones.
+    """Store every good row of one export in memory; report (and remember) the bad ones."""
+    return _store(state, parse_csv_text(text, name, settings), name, source, settings)
 
-    Like JSON intake, a file whose first rows are mostly unreadable is refused whole.
-    """
+
+def ingest_csv_stream(
+    state: StateDB, stream: IO[bytes], *, name: str, source: str, settings: FlipcauseSettings
+) -> IngestReport:
+    """Store every good row of one export read as it streams; report the bad ones."""
+    return _store(state, parse_csv_stream(stream, name, settings), name, source, settings)
+
+
+def _store(
+    state: StateDB,
+    rows: Iterable[CsvRow | BadItem],
+    name: str,
+    source: str,
+    settings: FlipcauseSettings,
+) -> IngestReport:
+    """Like JSON intake: a file whose first rows are mostly unreadable is refused whole."""
     items = (
-        item if isinstance(item, BadItem) else (item.record_key, item.payload)
-        for item in parse_csv_text(text, name, settings)
+        item if isinstance(item, BadItem) else (item.record_key, item.payload) for item in rows
     )
     return store_items(
         state,

@@ -174,3 +174,29 @@ def test_rejects_recorded_per_file_are_capped(tmp_path: Path) -> None:
     assert table(tmp_path, "SELECT reason FROM intake_rejects ORDER BY id DESC LIMIT 1") == [
         ("200 more rejects, not recorded one by one",)
     ]
+
+
+def test_a_csv_export_streams_and_rejects_only_its_rows_that_are_not_utf8(tmp_path: Path) -> None:
+    """An export saved as Windows-1252: the rows with such bytes are rejected, the rest stored."""
+    data = tmp_path / "export.csv"
+    rows = ["First Name,Email"] + [f"P{i},p{i}@example.org" for i in range(5)]
+    data.write_bytes(
+        ("\r\n".join(rows) + "\r\n").encode() + "Zoë,zoe@example.org\r\n".encode("cp1252")
+    )
+    result = ingest(tmp_path, str(data))
+    assert result.exit_code == 0, result.output
+    assert "stored 5 payload(s), 0 already in the inbox, 1 rejected" in result.output
+    assert (
+        f'rejected {data}: line 7: not UTF-8 text (in Excel, save the export as "CSV UTF-8")'
+        in (result.output)
+    )
+
+
+def test_a_huge_junk_csv_is_refused_at_its_header(tmp_path: Path) -> None:
+    """A 20 MB single-line .csv: the header is read (cut at a bound) and refused."""
+    data = tmp_path / "junk.csv"
+    data.write_bytes(b"x" * (20 * 1024 * 1024))
+    result = ingest(tmp_path, str(data))
+    assert result.exit_code == ExitCode.CONFIG
+    assert "unreadable CSV header (field larger than field limit" in result.output
+    assert len(result.output) < 2000
