@@ -321,7 +321,7 @@ def cleanup_test_contacts(
             apply=apply
         )
     if as_json:
-        click.echo(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
+        click.echo(json_for_terminal(report.as_dict()))
     else:
         click.echo(render_cleanup(report))
     if report.status != "ok":

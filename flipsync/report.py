@@ -168,7 +168,7 @@ def render_cleanup(report: CleanupReport) -> str:
             f"Nothing was written. --apply deletes the {doomed} contact(s) marked delete and "
             f"marks the {report.test_records} test record(s) so no run or backfill sends them again."
         )
-        return "\n".join(lines)
+        return for_terminal("\n".join(lines))
     lines.append(
         f"deleted {len(report.deleted)} contact(s) in {len(report.activities)} activity(ies)"
     )
@@ -178,7 +178,7 @@ def render_cleanup(report: CleanupReport) -> str:
         lines.append(
             f"marked {report.marked} test record(s): no later run or backfill sends them again"
         )
-    return "\n".join(lines)
+    return for_terminal("\n".join(lines))
 
 
 def render_history(email: str, rows: Sequence[Mapping[str, Any]]) -> str:
