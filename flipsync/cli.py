@@ -18,6 +18,12 @@ import click
 import structlog
 
 from flipsync import __version__, discovery, logs
+from flipsync.cli_support import (
+    EXIT_CLOSED_STDOUT,
+    describe_os_error,
+    hoist_global_options,
+    silence_stdout,
+)
 from flipsync.config import CONFIG_ENV, Settings, load_settings, secret_from_env
 from flipsync.errors import ExitCode, FlipsyncError, InputError
 from flipsync.intake import IngestReport, ingest_text
@@ -48,6 +54,12 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
         except KeyboardInterrupt:
             click.echo("flipsync: interrupted; nothing past the last commit was lost", err=True)
             sys.exit(int(ExitCode.INTERRUPTED))
+        except BrokenPipeError:
+            silence_stdout()  # the reader left (`| head`): end quietly
+            sys.exit(EXIT_CLOSED_STDOUT)
+        except OSError as exc:
+            click.echo(f"flipsync: {describe_os_error(exc)}", err=True)
+            sys.exit(int(ExitCode.CONFIG))
         except click.exceptions.Exit:
             raise
         except click.ClickException:
@@ -82,7 +94,14 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class FlipsyncGroup(click.Group):
+    """The top-level group: its options work before or after the subcommand."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_global_options(args, list(self.commands)))
+
+
+@click.group(cls=FlipsyncGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "-c",
     "--config",
@@ -159,9 +178,11 @@ def key_budget(settings: Settings) -> KeyBudget:
 
 
 @contextmanager
-def open_state(settings: Settings, *, create: bool = True) -> Iterator[StateDB]:
-    """The organization's state DB, closed afterwards."""
-    state = StateDB.open(settings.state_file, create=create)
+def open_state(
+    settings: Settings, *, create: bool = True, readonly: bool = False
+) -> Iterator[StateDB]:
+    """The organization's state DB, closed afterwards (`readonly` for commands that only read)."""
+    state = StateDB.open(settings.state_file, create=create, readonly=readonly)
     try:
         yield state
     finally:
@@ -396,6 +417,26 @@ def _read_input(name: str) -> str:
         raise InputError(f"{name}: cannot read ({exc.strerror})") from None
 
 
+# -- init -----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--start-over",
+    is_flag=True,
+    help="Move an unusable (empty, truncated, foreign) state file aside and create a new one.",
+)
+@pass_ctx
+@handle_errors
+def init(ctx: Context, start_over: bool) -> None:
+    """Create the organization's state DB; --start-over replaces an unusable one on purpose."""
+    from flipsync.state_guard import initialize
+
+    settings = ctx.settings
+    with hold_lock(settings.lock_file, "init"):
+        click.echo(initialize(settings.state_file, start_over=start_over, now=utcnow()))
+
+
 # -- serve ----------------------------------------------------------------------------------
 
 
@@ -440,7 +481,7 @@ def serve(ctx: Context, host: str | None, port: int | None, threads: int) -> Non
 def explain(ctx: Context, email: str, as_json: bool) -> None:
     """Show every decision flipsync made for one email, with its reason."""
     key = email.strip().lower()
-    with open_state(ctx.settings, create=False) as state:
+    with open_state(ctx.settings, create=False, readonly=True) as state:
         rows = state.outcomes_for(key)
         mirror = state.mirror_get([key]).get(key)
     if as_json:
@@ -481,66 +522,20 @@ def explain(ctx: Context, email: str, as_json: bool) -> None:
 @handle_errors
 def status(ctx: Context, as_json: bool, check: bool) -> None:
     """Where this organization stands: checkpoint, inbox, pending imports, recent runs."""
+    from flipsync import status_report
+
     settings = ctx.settings
-    with open_state(settings, create=False) as state:
-        found = _health(settings, state)
-        info = {
-            "organization": settings.organization,
-            "state_file": str(settings.state_file),
-            "checkpoint": state.checkpoint,
-            "inbox_total": state.inbox_count(),
-            "inbox_waiting": state.inbox_pending_count(),
-            "retry_queue": len(state.retry_seqs()),
-            "open_batches": [
-                {
-                    "batch": j.batch_id,
-                    "created_at": j.created_at,
-                    "ops": {op.op_id: op.state for op in j.ops},
-                }
-                for j in state.open_journals()
-            ],
-            "mirror_contacts": state.mirror_count(),
-            "mirror_complete": state.get_meta("mirror_complete") == "1",
-            "requests_today": _usage(settings),
-            "recent_runs": [
-                {k: r[k] for k in ("run_id", "kind", "started_at", "status")}
-                for r in state.recent_runs(5)
-            ],
-            "problems": found,
-        }
+    with open_state(settings, create=False, readonly=True) as state:
+        info = status_report.gather(settings, state, lambda: _usage(settings))
+    found = info["problems"]
     if as_json:
         click.echo(json.dumps(info, indent=2))
+    elif check:
+        click.echo("\n".join(status_report.check_lines(found)))
     else:
-        for key, value in info.items():
-            if key != "problems":
-                click.echo(f"{key}: {value}")
-        for problem in found:
-            click.echo(f"problem: {problem}")
+        click.echo(status_report.render(info))
     if check and found:
         sys.exit(int(ExitCode.UNHEALTHY))
-
-
-def _health(settings: Settings, state: StateDB) -> list[str]:
-    from datetime import datetime
-
-    from flipsync.ctct.auth import read_token_file, token_status
-    from flipsync.health import problems
-
-    token: dict[str, Any] | None = None
-    token_error = None
-    try:
-        token = token_status(read_token_file(settings.constant_contact.token_file), utcnow())
-    except FlipsyncError as exc:
-        token_error = str(exc)
-    oldest = state.oldest_waiting()
-    return problems(
-        now=utcnow(),
-        runs=state.recent_runs(5),
-        oldest_waiting=datetime.fromisoformat(oldest) if oldest else None,
-        open_batches=[datetime.fromisoformat(j.created_at) for j in state.open_journals()],
-        token=token,
-        token_error=token_error,
-    )
 
 
 def _usage(settings: Settings) -> dict[str, Any]:
