@@ -7,6 +7,7 @@ OS errors on files become one sentence naming the file and the fix.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Sequence
@@ -71,14 +72,20 @@ def silence_stdout() -> None:
 
 def describe_os_error(exc: OSError) -> str:
     """One sentence for a file flipsync could not use: which file, why, and what to do."""
-    target = exc.filename or "a file"
     reason = exc.strerror or type(exc).__name__
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"{reason}: another process listens on that port; choose another (0 picks a free one)."
+        )
+    if exc.filename is None:
+        return f"{reason}."
+    target = exc.filename
     if isinstance(exc, PermissionError):
         return (
             f"cannot use {target}: {reason}. Run flipsync as the user that owns the "
             "organization's files (for example `sudo -u flipsync flipsync ...`), or fix the "
             "permissions of that file and its folder."
         )
-    if exc.errno is not None and exc.errno in (28, 30, 122):  # ENOSPC, EROFS, EDQUOT
+    if exc.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
         return f"cannot write {target}: {reason}. Free space or remount it writable."
     return f"cannot use {target}: {reason}."
