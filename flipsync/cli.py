@@ -28,7 +28,14 @@ from flipsync.config import CONFIG_ENV, Settings, load_settings, secret_from_env
 from flipsync.errors import ExitCode, FlipsyncError, InputError
 from flipsync.intake import IngestReport, ingest_text
 from flipsync.lock import hold_lock
-from flipsync.report import render_history, render_table, render_text, write_outcomes
+from flipsync.report import (
+    render_history,
+    render_table,
+    render_text,
+    report_level,
+    run_summary,
+    write_outcomes,
+)
 from flipsync.state import StateDB, utcnow
 
 if TYPE_CHECKING:  # the HTTP stack is imported only by commands that talk to Constant Contact
@@ -88,6 +95,7 @@ class Context:
         """The validated config (every problem reported at once, before any network call)."""
         if self._settings is None:
             self._settings = load_settings(self.config_path)
+            logs.bind(organization=self._settings.organization)
         return self._settings
 
 
@@ -215,6 +223,7 @@ def run(
         open_state(settings) as state,
     ):
         syncer = Syncer(settings, state, build_client(settings))
+        logs.bind(run_id=syncer.run_id)
         try:
             report = syncer.run(dry_run=dry_run, max_batches=max_batches)
         finally:
@@ -260,6 +269,7 @@ def backfill(
     settings = ctx.settings
     with open_state(settings) as state:
         syncer = Syncer(settings, state, build_client(settings))
+        logs.bind(run_id=syncer.run_id)
 
         def guard() -> Any:
             return hold_lock(settings.lock_file, "backfill", wait_seconds=900)
@@ -284,7 +294,10 @@ def _print_report(report: Any, *, as_json: bool, output: Path | None) -> None:
     if report.dry_run and report.outcomes:
         click.echo(render_table(report.outcomes))
         click.echo()
-    click.echo(render_text(report))
+    if logs.reports_as_events():  # cron, JSON logs: one machine-readable line, no emails
+        logs.emit("run_finished", level=report_level(report), **run_summary(report))
+    else:
+        click.echo(render_text(report))
 
 
 # -- cleanup-test-contacts ------------------------------------------------------------------
