@@ -24,8 +24,14 @@ from flipsync.cli_support import (
     hoist_global_options,
     silence_stdout,
 )
-from flipsync.config import CONFIG_ENV, Settings, load_settings, secret_from_env
-from flipsync.errors import ExitCode, FlipsyncError, InputError
+from flipsync.config import (
+    CONFIG_ENV,
+    Settings,
+    load_settings,
+    placeholder_problems,
+    secret_from_env,
+)
+from flipsync.errors import ConfigError, ExitCode, FlipsyncError, InputError
 from flipsync.intake import IngestReport, ingest_text
 from flipsync.lock import hold_lock
 from flipsync.report import (
@@ -266,6 +272,11 @@ def backfill(
     """
     from flipsync.sync import Syncer
 
+    if until is not None and until < since:
+        raise click.BadParameter(
+            f"{until:%Y-%m-%d} is before --since {since:%Y-%m-%d}; the window would be empty",
+            param_hint="--until",
+        )
     settings = ctx.settings
     with open_state(settings) as state:
         syncer = Syncer(settings, state, build_client(settings))
@@ -619,6 +630,9 @@ def fields(ctx: Context, as_json: bool) -> None:
 def check(ctx: Context, offline: bool) -> None:
     """Check the config, then the account: token works, lists and custom fields exist."""
     settings = ctx.settings
+    placeholders = placeholder_problems(settings)
+    if placeholders:
+        raise ConfigError(str(settings.config_path), placeholders)
     click.echo(f"config {settings.config_path}: ok (setup {settings.policy.setup})")
     for warning in consent_warnings(settings):
         click.echo(f"warning: {warning}")
