@@ -651,7 +651,8 @@ def check(ctx: Context, offline: bool) -> None:
     client = build_client(settings)
     client.check_token()
     click.echo("token: ok")
-    with open_state(settings) as state:
+    # check only reads the state DB; it creates it on a first setup, like ingest and run.
+    with open_state(settings, readonly=settings.state_file.exists()) as state:
         catalog = Syncer(settings, state, client).resolve_catalog()
     click.echo(f"lists: ok ({', '.join(sorted(set(catalog.list_names.values()))) or 'none'})")
     if catalog.field_ids:

@@ -36,12 +36,16 @@ COMMANDS = [
     ("run",),
     ("run", "--dry-run"),
     ("explain", "a@example.org"),
+    ("backfill", "--since", "2026-01-01"),
+    ("serve", "--port", "0"),
 ]
 
 
 def _healthy(tmp_path: Path) -> tuple[Path, Path]:
     """A config and a state DB holding enough payloads to span many pages."""
-    config = write_config(tmp_path, config_dict())
+    config = write_config(
+        tmp_path, config_dict(intake={"webhook_secret_env": "TEST_WEBHOOK_SECRET"})
+    )
     state = tmp_path / "state.db"
     with StateDB.open(state) as db:
         db.add_payloads(
@@ -98,7 +102,8 @@ def test_broken_state_file_is_refused_never_a_fresh_start(
     payloads = tmp_path / "in.ndjson"
     payloads.write_text('{"webhook_record_id": "n1", "PD_email": "n@example.org"}\n')
     args = [str(payloads) if a == "PAYLOADS" else a for a in command]
-    result = CliRunner().invoke(cli, ["-c", str(config), *args])
+    env = {"TEST_WEBHOOK_SECRET": "a-webhook-secret-of-some-length"}
+    result = CliRunner(env=env).invoke(cli, ["-c", str(config), *args])
     assert result.exit_code == ExitCode.CONFIG, result.output
     assert expected in result.output and str(state) in result.output
     assert "Restore it from a backup" in result.output and "init --start-over" in result.output
