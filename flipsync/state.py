@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from flipsync.errors import StateError
+from flipsync.errors import NotWritable, StateError
 from flipsync.state_guard import (
     header_problem,
     not_writable,
@@ -361,7 +361,7 @@ class StateDB:
                 db.close()
                 if os.access(path.parent, os.W_OK | os.X_OK) and os.access(path, os.W_OK):
                     return cls.open(path, create=False)
-                raise StateError(
+                raise NotWritable(
                     f"state file {path} has schema {version}; this flipsync needs "
                     f"{SCHEMA_VERSION}. Run `flipsync init` once as the user that owns the "
                     "file: it upgrades the file in place."

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from flipsync import state as state_mod
 from flipsync.cli import cli
 from flipsync.errors import ExitCode
 from flipsync.state import StateDB
@@ -136,6 +137,22 @@ def test_a_new_state_db_is_never_left_empty(tmp_path: Path) -> None:
     StateDB.open(state).close()
     assert state.stat().st_size > 0 and oct(state.stat().st_mode & 0o777) == "0o600"
     assert [p.name for p in state.parent.iterdir()] == ["state.db"]
+
+
+def test_a_reader_upgrades_an_older_state_file_only_when_it_may_write(tmp_path: Path) -> None:
+    """status on a version-1 file migrates it when the folder is writable, like any open."""
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(state_mod._SCHEMA_V1)
+    conn.execute("INSERT INTO meta VALUES ('checkpoint_seq', '4')")
+    conn.execute("PRAGMA user_version=1")
+    conn.commit()
+    conn.close()
+    with StateDB.open(path, create=False, readonly=True) as db:
+        assert db.checkpoint == 4
+    check = sqlite3.connect(path)
+    assert check.execute("PRAGMA user_version").fetchone()[0] == state_mod.SCHEMA_VERSION
+    check.close()
 
 
 # -- read-only folders ----------------------------------------------------------------------
