@@ -603,7 +603,7 @@ def _field_report(settings: Settings) -> discovery.FieldReport | None:
     """Field counts over the stored payloads; None when there is no state file yet."""
     if not settings.state_file.exists():
         return None
-    with open_state(settings, create=False) as state:
+    with open_state(settings, create=False, readonly=True) as state:
         return discovery.discover(discovery.stored_payloads(state), settings.flipcause)
 
 

@@ -39,6 +39,8 @@ COMMANDS = [
     ("explain", "a@example.org"),
     ("backfill", "--since", "2026-01-01"),
     ("serve", "--port", "0"),
+    ("fields",),
+    ("check", "--offline"),
 ]
 
 
@@ -207,7 +209,14 @@ def _as_user(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize(
-    "command", [("status",), ("status", "--check"), ("explain", "a@example.org")]
+    "command",
+    [
+        ("status",),
+        ("status", "--check"),
+        ("explain", "a@example.org"),
+        ("fields",),
+        ("check", "--offline"),
+    ],
 )
 def test_readonly_commands_read_a_healthy_db_in_a_readonly_folder(
     readonly_org: Path, command: tuple[str, ...]
@@ -220,6 +229,8 @@ def test_readonly_commands_read_a_healthy_db_in_a_readonly_folder(
         assert "1 payloads, 1 waiting" in result.stdout
     if command[0] == "explain":
         assert "a@example.org" in result.stdout
+    if command[0] == "check":
+        assert "stored payloads: 1" in result.stdout
 
 
 @pytest.mark.parametrize("command", [("run",), ("ingest", "in.ndjson"), ("init",)])
