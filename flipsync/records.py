@@ -151,9 +151,7 @@ def clean_text(value: Any) -> str | None:
             value = _ASCII_CONTROLS.sub("", value)
     else:
         value = unicodedata.normalize("NFC", value)
-        value = "".join(
-            ch for ch in value if unicodedata.category(ch)[0] != "C" or ch in "\t\n "
-        )
+        value = "".join(ch for ch in value if unicodedata.category(ch)[0] != "C" or ch in "\t\n ")
     value = " ".join(value.split())
     return value or None
 
