@@ -6,7 +6,6 @@ and the only importer of click. Reports go to stdout, logs to stderr.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -18,8 +17,20 @@ import click
 import structlog
 
 from flipsync import __version__, discovery, logs
-from flipsync.config import CONFIG_ENV, Settings, load_settings, secret_from_env
-from flipsync.errors import ExitCode, FlipsyncError, InputError
+from flipsync.cli_support import (
+    EXIT_CLOSED_STDOUT,
+    describe_os_error,
+    hoist_global_options,
+    silence_stdout,
+)
+from flipsync.config import (
+    CONFIG_ENV,
+    Settings,
+    load_settings,
+    placeholder_problems,
+    secret_from_env,
+)
+from flipsync.errors import ConfigError, ExitCode, FlipsyncError, InputError
 from flipsync.intake import IngestReport, ingest_stream
 from flipsync.lock import hold_lock
 from flipsync.report import (
@@ -27,6 +38,8 @@ from flipsync.report import (
     render_ingest,
     render_table,
     render_text,
+    report_level,
+    run_summary,
     write_outcomes,
 )
 from flipsync.safe_text import for_terminal, json_for_terminal
@@ -55,6 +68,12 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
         except KeyboardInterrupt:
             click.echo("flipsync: interrupted; nothing past the last commit was lost", err=True)
             sys.exit(int(ExitCode.INTERRUPTED))
+        except BrokenPipeError:
+            silence_stdout()  # the reader left (`| head`): end quietly
+            sys.exit(EXIT_CLOSED_STDOUT)
+        except OSError as exc:
+            click.echo(f"flipsync: {describe_os_error(exc)}", err=True)
+            sys.exit(int(ExitCode.CONFIG))
         except click.exceptions.Exit:
             raise
         except click.ClickException:
@@ -83,13 +102,21 @@ class Context:
         """The validated config (every problem reported at once, before any network call)."""
         if self._settings is None:
             self._settings = load_settings(self.config_path)
+            logs.bind(organization=self._settings.organization)
         return self._settings
 
 
 pass_ctx = click.make_pass_decorator(Context)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class FlipsyncGroup(click.Group):
+    """The top-level group: its options work before or after the subcommand."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_global_options(args, list(self.commands)))
+
+
+@click.group(cls=FlipsyncGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "-c",
     "--config",
@@ -166,9 +193,11 @@ def key_budget(settings: Settings) -> KeyBudget:
 
 
 @contextmanager
-def open_state(settings: Settings, *, create: bool = True) -> Iterator[StateDB]:
-    """The organization's state DB, closed afterwards."""
-    state = StateDB.open(settings.state_file, create=create)
+def open_state(
+    settings: Settings, *, create: bool = True, readonly: bool = False
+) -> Iterator[StateDB]:
+    """The organization's state DB, closed afterwards (`readonly` for commands that only read)."""
+    state = StateDB.open(settings.state_file, create=create, readonly=readonly)
     try:
         yield state
     finally:
@@ -201,6 +230,7 @@ def run(
         open_state(settings) as state,
     ):
         syncer = Syncer(settings, state, build_client(settings))
+        logs.bind(run_id=syncer.run_id)
         try:
             report = syncer.run(dry_run=dry_run, max_batches=max_batches)
         finally:
@@ -243,9 +273,15 @@ def backfill(
     """
     from flipsync.sync import Syncer
 
+    if until is not None and until < since:
+        raise click.BadParameter(
+            f"{until:%Y-%m-%d} is before --since {since:%Y-%m-%d}; the window would be empty",
+            param_hint="--until",
+        )
     settings = ctx.settings
     with open_state(settings) as state:
         syncer = Syncer(settings, state, build_client(settings))
+        logs.bind(run_id=syncer.run_id)
 
         def guard() -> Any:
             return hold_lock(settings.lock_file, "backfill", wait_seconds=900)
@@ -268,7 +304,10 @@ def _print_report(report: Any, *, as_json: bool, output: Path | None) -> None:
     if report.dry_run and report.outcomes:
         click.echo(render_table(report.outcomes))
         click.echo()
-    click.echo(render_text(report))
+    if logs.reports_as_events():  # cron, JSON logs: one machine-readable line, no emails
+        logs.emit("run_finished", level=report_level(report), **run_summary(report))
+    else:
+        click.echo(render_text(report))
 
 
 # -- cleanup-test-contacts ------------------------------------------------------------------
@@ -429,6 +468,26 @@ def prune(ctx: Context, days: int | None, dry_run: bool, as_json: bool) -> None:
     click.echo(json_for_terminal(report.as_dict()) if as_json else report.render())
 
 
+# -- init -----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--start-over",
+    is_flag=True,
+    help="Move an unusable (empty, truncated, foreign) state file aside and create a new one.",
+)
+@pass_ctx
+@handle_errors
+def init(ctx: Context, start_over: bool) -> None:
+    """Create the organization's state DB; --start-over replaces an unusable one on purpose."""
+    from flipsync.state_guard import initialize
+
+    settings = ctx.settings
+    with hold_lock(settings.lock_file, "init"):
+        click.echo(initialize(settings.state_file, start_over=start_over, now=utcnow()))
+
+
 # -- serve ----------------------------------------------------------------------------------
 
 
@@ -473,7 +532,7 @@ def serve(ctx: Context, host: str | None, port: int | None, threads: int) -> Non
 def explain(ctx: Context, email: str, as_json: bool) -> None:
     """Show every decision flipsync made for one email, with its reason."""
     key = email.strip().lower()
-    with open_state(ctx.settings, create=False) as state:
+    with open_state(ctx.settings, create=False, readonly=True) as state:
         rows = state.outcomes_for(key)
         mirror = state.mirror_get([key]).get(key)
     if as_json:
@@ -514,66 +573,20 @@ def explain(ctx: Context, email: str, as_json: bool) -> None:
 @handle_errors
 def status(ctx: Context, as_json: bool, check: bool) -> None:
     """Where this organization stands: checkpoint, inbox, pending imports, recent runs."""
+    from flipsync import status_report
+
     settings = ctx.settings
-    with open_state(settings, create=False) as state:
-        found = _health(settings, state)
-        info = {
-            "organization": settings.organization,
-            "state_file": str(settings.state_file),
-            "checkpoint": state.checkpoint,
-            "inbox_total": state.inbox_count(),
-            "inbox_waiting": state.inbox_pending_count(),
-            "retry_queue": len(state.retry_seqs()),
-            "open_batches": [
-                {
-                    "batch": j.batch_id,
-                    "created_at": j.created_at,
-                    "ops": {op.op_id: op.state for op in j.ops},
-                }
-                for j in state.open_journals()
-            ],
-            "mirror_contacts": state.mirror_count(),
-            "mirror_complete": state.get_meta("mirror_complete") == "1",
-            "requests_today": _usage(settings),
-            "recent_runs": [
-                {k: r[k] for k in ("run_id", "kind", "started_at", "status")}
-                for r in state.recent_runs(5)
-            ],
-            "problems": found,
-        }
+    with open_state(settings, create=False, readonly=True) as state:
+        info = status_report.gather(settings, state, lambda: _usage(settings))
+    found = info["problems"]
     if as_json:
         click.echo(json_for_terminal(info))
+    elif check:
+        click.echo(for_terminal("\n".join(status_report.check_lines(found))))
     else:
-        for key, value in info.items():
-            if key != "problems":
-                click.echo(for_terminal(f"{key}: {value}"))
-        for problem in found:
-            click.echo(for_terminal(f"problem: {problem}"))
+        click.echo(for_terminal(status_report.render(info)))
     if check and found:
         sys.exit(int(ExitCode.UNHEALTHY))
-
-
-def _health(settings: Settings, state: StateDB) -> list[str]:
-    from datetime import datetime
-
-    from flipsync.ctct.auth import read_token_file, token_status
-    from flipsync.health import problems
-
-    token: dict[str, Any] | None = None
-    token_error = None
-    try:
-        token = token_status(read_token_file(settings.constant_contact.token_file), utcnow())
-    except FlipsyncError as exc:
-        token_error = str(exc)
-    oldest = state.oldest_waiting()
-    return problems(
-        now=utcnow(),
-        runs=state.recent_runs(5),
-        oldest_waiting=datetime.fromisoformat(oldest) if oldest else None,
-        open_batches=[datetime.fromisoformat(j.created_at) for j in state.open_journals()],
-        token=token,
-        token_error=token_error,
-    )
 
 
 def _usage(settings: Settings) -> dict[str, Any]:
@@ -617,7 +630,7 @@ def _field_report(settings: Settings) -> discovery.FieldReport | None:
     """Field counts over the stored payloads; None when there is no state file yet."""
     if not settings.state_file.exists():
         return None
-    with open_state(settings, create=False) as state:
+    with open_state(settings, create=False, readonly=True) as state:
         return discovery.discover(discovery.stored_payloads(state), settings.flipcause)
 
 
@@ -630,7 +643,7 @@ def fields(ctx: Context, as_json: bool) -> None:
     settings = ctx.settings
     report = _field_report(settings) or discovery.discover((), settings.flipcause)
     if as_json:
-        click.echo(json.dumps(report.as_dict(), indent=2))
+        click.echo(json_for_terminal(report.as_dict()))
     else:
         click.echo(discovery.render_text(report))
 
@@ -644,6 +657,9 @@ def fields(ctx: Context, as_json: bool) -> None:
 def check(ctx: Context, offline: bool) -> None:
     """Check the config, then the account: token works, lists and custom fields exist."""
     settings = ctx.settings
+    placeholders = placeholder_problems(settings)
+    if placeholders:
+        raise ConfigError(str(settings.config_path), placeholders)
     click.echo(f"config {settings.config_path}: ok (setup {settings.policy.setup})")
     for warning in consent_warnings(settings):
         click.echo(f"warning: {warning}")
@@ -662,7 +678,8 @@ def check(ctx: Context, offline: bool) -> None:
     client = build_client(settings)
     client.check_token()
     click.echo("token: ok")
-    with open_state(settings) as state:
+    # check only reads the state DB; it creates it on a first setup, like ingest and run.
+    with open_state(settings, readonly=settings.state_file.exists()) as state:
         catalog = Syncer(settings, state, client).resolve_catalog()
     names = ", ".join(sorted(set(catalog.list_names.values()))) or "none"
     click.echo(for_terminal(f"lists: ok ({names})"))  # names come from the account
@@ -740,7 +757,7 @@ def auth_status(ctx: Context, as_json: bool) -> None:
     token_set = read_token_file(ctx.settings.constant_contact.token_file)
     info = token_status(token_set, utcnow())
     if as_json:
-        click.echo(json.dumps(info, indent=2))
+        click.echo(json_for_terminal(info))
         return
     for key, value in info.items():
         click.echo(f"{key}: {value}")

@@ -483,11 +483,74 @@ def load_settings(path: Path | str | None, environ: Mapping[str, str] | None = N
         raise ConfigError(str(config_path), [f"cannot read the file: {exc}"]) from None
     try:
         raw = yaml.safe_load(text)
+        repeated = duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(str(config_path), [f"not valid YAML{where}: {exc}"]) from None
-    return parse_settings(raw, config_path)
+    try:
+        settings = parse_settings(raw, config_path)
+    except ConfigError as exc:
+        raise ConfigError(str(config_path), repeated + exc.problems) from None
+    if repeated:
+        raise ConfigError(str(config_path), repeated)
+    return settings
+
+
+def duplicate_keys(node: yaml.Node | None, path: str = "") -> list[str]:
+    """Keys given twice in one mapping, with both lines: YAML keeps the last one silently."""
+    found: list[str] = []
+    if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "?"
+            line = key_node.start_mark.line + 1
+            if key in first and key != "<<":
+                found.append(
+                    f"`{_join(path, key)}`: given twice, on lines {first[key]} and {line}; "
+                    "keep one (otherwise the second would silently win)"
+                )
+            first.setdefault(key, line)
+            found += duplicate_keys(value_node, _join(path, key))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found += duplicate_keys(item, f"{path}[{i}]")
+    return found
+
+
+PLACEHOLDER_RE = re.compile(
+    r"^(?:your[-_ ].*|<[^>]*>|change[-_ ]?me|replace[-_ ]?me|todo|fixme|x{3,})$",
+    re.IGNORECASE,
+)
+
+
+def placeholder_problems(settings: Settings) -> list[str]:
+    """Values still as the example has them (`client_id: your-application-api-key`), by key.
+
+    `flipsync check` reports them: an unedited example loads fine, but would only fail
+    later, against Constant Contact, with a less helpful message.
+    """
+    try:
+        raw = yaml.safe_load(settings.config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+    found: list[str] = []
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, _join(path, str(key)))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                walk(item, f"{path}[{i}]")
+        elif isinstance(value, str) and PLACEHOLDER_RE.match(value.strip()):
+            found.append(
+                f"`{path}`: {value!r} is a placeholder (from config.example.yaml); "
+                "replace it with this organization's own value"
+            )
+
+    walk(raw, "")
+    return found
 
 
 TOP_KEYS = (

@@ -58,6 +58,28 @@ class StateError(FlipsyncError):
     exit_code = ExitCode.UNEXPECTED
 
 
+class StateUnusable(StateError):
+    """The state file is empty, truncated or not flipsync's: restore it, or start over on purpose.
+
+    Never treated as a fresh start: that would silently drop the inbox, the checkpoint and
+    the decision history. Exit 2, like other problems the message names the fix for.
+    """
+
+    exit_code = ExitCode.CONFIG
+
+
+class StartOverRefused(StateError):
+    """`init --start-over` was asked to replace a healthy state DB; it only replaces broken ones."""
+
+    exit_code = ExitCode.CONFIG
+
+
+class NotWritable(FlipsyncError):
+    """A folder or file flipsync must write is read-only for this user; the message names it."""
+
+    exit_code = ExitCode.CONFIG
+
+
 class LockHeld(FlipsyncError):
     """Another flipsync process holds this organization's lock."""
 

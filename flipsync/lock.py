@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from flipsync.errors import LockHeld
+from flipsync.state_guard import not_writable
 
 
 @contextmanager
@@ -18,8 +19,11 @@ def hold_lock(path: Path, what: str = "run", *, wait_seconds: float = 0.0) -> It
 
     flock locks die with their process, so a crashed run never leaves a stale lock.
     """
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except PermissionError:
+        raise not_writable(path, "lock file") from None
     deadline = time.monotonic() + wait_seconds
     try:
         while True:

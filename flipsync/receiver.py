@@ -172,6 +172,26 @@ class Receiver:
         """Stop the writer after it committed everything queued."""
         self.writer.close()
 
+    @property
+    def max_body_bytes(self) -> int:
+        """intake.max_body_bytes, for the answers waitress gives itself."""
+        return self._max_body
+
+    def refused_by_server(
+        self, status: int, reason: str, size: int, path: str, header_secret: str | None
+    ) -> None:
+        """Log a request waitress refused itself (too large, malformed); record it if authentic.
+
+        Only a request that carries the right secret is recorded in intake_rejects, so
+        strangers cannot fill the state DB; every one is logged, without its path.
+        """
+        log.warning("webhook_rejected", status=status, reason=reason, bytes=size, by="server")
+        authentic = (
+            path.startswith(WEBHOOK_PATH + "/") and self._secret_ok(path[len(WEBHOOK_PATH) + 1 :])
+        ) or (path in (WEBHOOK_PATH, WEBHOOK_PATH + "/") and self._secret_ok(header_secret))
+        if authentic:
+            self.writer.add_rejects([(SOURCE, f"request ({size} bytes)", reason)])
+
     def _secret_ok(self, given: str | None) -> bool:
         if given is None:
             return False
@@ -372,13 +392,16 @@ def make_server(
     """
     from waitress.server import create_server
 
+    from flipsync.receiver_errors import use_json_errors
+
     try:
-        return create_server(
+        server = create_server(
             app,
             host=host,
             port=port,
             threads=threads,
-            max_request_body_size=settings.intake.max_body_bytes,
+            # waitress refuses a body AT its limit; the receiver's limit is inclusive.
+            max_request_body_size=settings.intake.max_body_bytes + 1,
             max_request_header_size=64 * 1024,
             channel_timeout=CHANNEL_TIMEOUT_SECONDS,
             cleanup_interval=1,
@@ -393,6 +416,7 @@ def make_server(
             str(settings.config_path),
             [f"`intake.host`/`intake.port`: cannot listen on {host}:{port} ({exc.strerror})"],
         ) from None
+    return use_json_errors(server, app)  # waitress's own 413 and 400 answers are JSON too
 
 
 def run_until_stopped(

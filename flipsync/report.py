@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,56 @@ from flipsync.outcomes import PUBLIC_OUTCOME_KEYS, RunReport
 from flipsync.safe_text import csv_cell, for_terminal
 
 OUTCOME_COLUMNS = PUBLIC_OUTCOME_KEYS
+_EMAIL_RE = re.compile(r"[^\s@<>()\[\],;:\"']+@[^\s@<>()\[\],;:\"']+")
+FULL_EMAILS_HINT = (
+    "emails shortened; `--json`, `--output FILE` or `flipsync explain EMAIL` show them"
+)
+
+
+def mask_email(value: str | None) -> str:
+    """ "jane@example.org" -> "j***@example.org": enough to recognise, not to copy.
+
+    Emails appear in full only where a person asks for them (explain, --output, --json);
+    printed reports, which end up in terminals, logs and screenshots, shorten them.
+    """
+    if not value:
+        return ""
+    local, at, domain = value.partition("@")
+    return f"{local[:1]}***{at}{domain}"
+
+
+def scrub_emails(text: str) -> str:
+    """Replace anything that looks like an email in free text (warnings, messages)."""
+    return _EMAIL_RE.sub(lambda m: mask_email(m.group(0)), text)
+
+
+def run_summary(report: RunReport) -> dict[str, Any]:
+    """The run report as one log event (`run_finished`): counts and ids, no personal data."""
+    data = report.as_dict()
+    data.pop("not_synced", None)
+    data.pop("outcomes", None)
+    data["message"] = scrub_emails(report.message) if report.message else None
+    data["warnings"] = [scrub_emails(w) for w in report.warnings]
+    data["activities"] = [
+        {k: a.get(k) for k in ("activity_id", "state", "person_count") if k in a}
+        for a in report.activities
+    ]
+    data["not_synced"] = sum(
+        n for action, n in report.counts().items() if action in ("skip", "reject", "deferred")
+    )
+    return data
+
+
+def report_level(report: RunReport) -> str:
+    """The log level of a run's `run_finished` event: error when it failed."""
+    return "error" if report.status == "error" else "info"
+
+
+def _who(o: Mapping[str, Any]) -> str:
+    """A person in printed output: the shortened email and the Flipcause ids."""
+    ids = _ids(o.get("flipcause_ids")) or ",".join(o.get("record_keys", []))
+    email = mask_email(o.get("email"))
+    return f"{email} ({ids})" if email and ids else email or ids
 
 
 def _ids(ids: Mapping[str, Sequence[str]] | None) -> str:
@@ -79,10 +130,8 @@ def render_text(report: RunReport) -> str:
     if not_synced and not report.dry_run:
         lines.append("  not synced:")
         for o in not_synced:
-            who = (
-                o.get("email") or _ids(o.get("flipcause_ids")) or ",".join(o.get("record_keys", []))
-            )
-            lines.append(f"    {o['action']:<8} {who}: {o['reason']}")
+            lines.append(f"    {o['action']:<8} {_who(o)}: {o['reason']}")
+        lines.append(f"  ({FULL_EMAILS_HINT})")
     for warning in report.warnings:
         lines.append(f"  warning: {warning}")
     return for_terminal("\n".join(lines))
@@ -95,7 +144,7 @@ def render_table(outcomes: Iterable[Mapping[str, Any]]) -> str:
         before = o.get("status_before") or "-"
         after = o.get("status_after") or "-"
         cells = (
-            o.get("email") or _ids(o.get("flipcause_ids")) or "(no email)",
+            mask_email(o.get("email")) or _ids(o.get("flipcause_ids")) or "(no email)",
             o["action"],
             o.get("endpoint") or "none",
             f"{before} -> {after}",
@@ -116,6 +165,7 @@ def render_table(outcomes: Iterable[Mapping[str, Any]]) -> str:
     line(header)
     for r in rows:
         line(r)
+    out.write(f"({FULL_EMAILS_HINT})\n")
     return out.getvalue().rstrip("\n")
 
 

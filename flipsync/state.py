@@ -14,13 +14,21 @@ import json
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from flipsync.errors import StateError
+from flipsync.errors import NotWritable, StateError
+from flipsync.state_guard import (
+    header_problem,
+    not_writable,
+    readonly_uri_query,
+    require_readable,
+    require_writable,
+    unusable,
+)
 
 SCHEMA_VERSION = 2
 # Meta key prefix of an inbox record marked as a test (see StateDB.test_marked).
@@ -303,42 +311,100 @@ class StateDB:
         self.path = path
 
     @classmethod
-    def open(cls, path: Path, *, create: bool = True) -> StateDB:
-        """Open (or create, 0600 in a 0700 directory) and check the schema version."""
+    def open(
+        cls, path: Path, *, create: bool = True, readonly: bool = False, _new: bool = False
+    ) -> StateDB:
+        """Open (or create, 0600 in a 0700 directory), check the schema version, migrate.
+
+        An existing file that is not a whole flipsync state DB (empty, truncated, foreign)
+        is refused, never taken as a fresh start (see flipsync.state_guard). `readonly`
+        opens without any write, for commands that only read (status, explain), so a
+        healthy state DB in a folder this user cannot write is still read.
+        """
         path = Path(path)
         if not path.exists():
-            if not create:
+            if not create or readonly:
                 raise StateError(f"state file {path} does not exist (run `flipsync ingest` first)")
-            if not path.parent.exists():
-                path.parent.mkdir(parents=True, mode=0o700)
-            # Create the file private before SQLite opens it; SQLite gives -wal/-shm the same mode.
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-                os.close(fd)
-            except FileExistsError:
-                pass  # another process made it a moment ago; the schema step is serialised
-
+            cls._create(path)
+        elif not _new:
+            (require_readable if readonly else require_writable)(path)
+            problem = header_problem(path)
+            if problem:
+                raise unusable(path, problem)
         try:
-            conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            if readonly:
+                conn = sqlite3.connect(
+                    f"{path.resolve().as_uri()}?{readonly_uri_query(path)}",
+                    uri=True,
+                    timeout=30,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+            else:
+                conn = sqlite3.connect(
+                    path, timeout=30, isolation_level=None, check_same_thread=False
+                )
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA busy_timeout=30000")
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
+            # Read what the file is before any write: a foreign file must stay as it was.
             version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            if version == 0 and (tables or not _new):
+                conn.close()
+                raise unusable(path, "is an SQLite database but not a flipsync state DB")
+            if not readonly:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.OperationalError as exc:
+            if readonly and "readonly" in str(exc):
+                raise not_writable(path.parent, "state folder") from exc
+            raise StateError(f"cannot open state file {path}: {exc}") from exc
         except sqlite3.DatabaseError as exc:
-            raise StateError(
-                f"state file {path} is not a readable flipsync state DB: {exc}"
-            ) from exc
+            raise unusable(path, f"cannot be read as an SQLite database ({exc})") from exc
         db = cls(conn, path)
         if version > SCHEMA_VERSION:
+            db.close()
             raise StateError(
                 f"{path} was written by a newer flipsync (schema {version} > {SCHEMA_VERSION}); "
                 "upgrade flipsync, never downgrade a state file"
             )
         if version < SCHEMA_VERSION:
+            if readonly:
+                # An older file is migrated once, by whoever may write it; a reader cannot.
+                db.close()
+                if os.access(path.parent, os.W_OK | os.X_OK) and os.access(path, os.W_OK):
+                    return cls.open(path, create=False)
+                raise NotWritable(
+                    f"state file {path} has schema {version}; this flipsync needs "
+                    f"{SCHEMA_VERSION}. Run `flipsync init` once as the user that owns the "
+                    "file: it upgrades the file in place."
+                )
             db._upgrade()
         return db
+
+    @classmethod
+    def _create(cls, path: Path) -> None:
+        """Build a new state DB under a temporary name, then link it into place.
+
+        A crash mid-creation leaves only the temporary file, never an empty state file
+        that the next start would have to refuse; linking (not renaming) never replaces
+        a state DB another process created meanwhile, so concurrent first opens all end
+        up on one complete file.
+        """
+        require_writable(path)
+        if not path.parent.exists():
+            path.parent.mkdir(parents=True, mode=0o700)
+        temp = path.with_name(f".{path.name}.new-{os.getpid()}")
+        # Create the file private before SQLite opens it; SQLite gives -wal/-shm the same mode.
+        fd = os.open(temp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+        os.close(fd)
+        try:
+            cls.open(temp, create=False, _new=True).close()
+            with suppress(FileExistsError):  # another process created it first: use theirs
+                os.link(temp, path)
+        finally:
+            temp.unlink(missing_ok=True)
 
     def _upgrade(self) -> None:
         """Create or migrate the schema, once, however many processes open the file at once.

@@ -6,6 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port="${1:-0}"
+# A taken port (another demo, another service) is no reason to fail: let the sandbox pick one.
+if [ "$port" != 0 ] && ! python -c 'import socket, sys
+s = socket.socket()
+s.bind(("127.0.0.1", int(sys.argv[1])))' "$port" 2>/dev/null; then
+  echo "== port $port is taken; the sandbox picks a free one"
+  port=0
+fi
 dir="demo-state"
 rm -rf "$dir" && mkdir -m 700 "$dir"
 

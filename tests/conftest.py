@@ -31,6 +31,7 @@ def _fresh_structlog() -> Iterator[None]:
     """CLI tests configure logging for the process; every test starts from the defaults."""
     yield
     structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()  # a CLI call binds run_id and organization
 
 
 @dataclass
