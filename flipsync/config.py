@@ -177,7 +177,7 @@ class ConstantContactSettings:
     timeout_seconds: float = 30.0
     confirmed_opt_in: bool = False
     activity_wait_seconds: float = 120.0
-    max_contacts_per_import: int = 5000
+    max_contacts_per_import: int = 40_000
     # Requests per UTC day for the application key (all organizations on this machine),
     # and for this organization alone; counted in budget_file, shared across processes.
     daily_request_budget: int | None = 10_000
@@ -636,7 +636,7 @@ def _parse_ctct(r: _Reader, raw: Any, base_dir: Path) -> ConstantContactSettings
             p,
             "max_contacts_per_import",
             _bounded_int(1, 40_000),
-            5000,
+            40_000,
             "a whole number from 1 to 40000",
         ),
         daily_request_budget=r.get(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,8 +32,19 @@ from flipsync.state import Expectation, Journal, JournalOp, MirrorEntry, StateDB
 log = structlog.get_logger(__name__)
 
 MAX_ATTEMPTS = 5
-# Poll schedule for import activities, in seconds: quick first looks, then every 10 s.
-POLL_DELAYS = (1.0, 1.0, 2.0, 3.0, 5.0, 8.0, 10.0)
+# Poll schedule for import activities: the first look after about a second per 4,000 rows
+# (a small cron import is done in a second; a first load of 40,000 rows takes longer), then
+# twice as long each time, at most 30 s apart: a handful of polls per import, whatever its size.
+ROWS_PER_FIRST_SECOND = 4000
+MAX_POLL_DELAY = 30.0
+
+
+def poll_delays(rows: int) -> Iterator[float]:
+    """Seconds to wait before each look at an import of ``rows`` rows."""
+    delay = min(15.0, max(1.0, rows / ROWS_PER_FIRST_SECOND))
+    while True:
+        yield delay
+        delay = min(MAX_POLL_DELAY, delay * 2)
 # An import still processing after this long is given up on and its people retried: a stuck
 # activity must not hold the checkpoint (and every later Flipcause record) for ever.
 STUCK_AFTER = timedelta(hours=6)
@@ -181,11 +192,11 @@ class Pusher:
         waited = 0.0
         out: dict[str, JournalOp] = {}
         waiting = list(pending)
-        delays = iter(POLL_DELAYS)
+        delays = poll_delays(max(len(op.body.get("import_data", ())) for op in pending))
         while waiting:
             # The schedule, not the wall clock, bounds the polls: a fixed, small number of
             # requests per wait whatever the machine's speed.
-            delay = next(delays, POLL_DELAYS[-1])
+            delay = next(delays)
             if waited + delay > budget:
                 break
             waited += delay
