@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from flipsync.cli import cli
 from flipsync.ctct.auth import read_token_file, write_token_file
 from flipsync.ctct.types import TokenSet
 from flipsync.errors import ExitCode
@@ -144,7 +143,7 @@ def confidential(org: Org) -> None:
 
 def cli_with_secret(org: Org, *args: str, secret: str | None = SECRET) -> Result:
     env = {SECRET_ENV: secret} if secret is not None else {SECRET_ENV: ""}
-    return CliRunner().invoke(cli, ["-c", str(org.config_path), *args], env=env)
+    return org.cli(*args, env=env)
 
 
 def test_code_login_with_client_secret_writes_token_file(org: Org) -> None:
