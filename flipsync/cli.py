@@ -31,6 +31,7 @@ from flipsync.config import (
     placeholder_problems,
     secret_from_env,
 )
+from flipsync.emails import normalize_email
 from flipsync.errors import ConfigError, ExitCode, FlipsyncError, InputError
 from flipsync.intake import IngestReport, ingest_stream
 from flipsync.lock import hold_lock
@@ -585,7 +586,7 @@ def serve(ctx: Context, host: str | None, port: int | None, threads: int) -> Non
 @handle_errors
 def explain(ctx: Context, email: str, as_json: bool) -> None:
     """Show every decision flipsync made for one email, with its reason."""
-    key = email.strip().lower()
+    key = normalize_email(email)
     with open_state(ctx.settings, create=False, readonly=True) as state:
         rows = state.outcomes_for(key)
         mirror = state.mirror_get([key]).get(key)
