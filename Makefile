@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8765
 
-.PHONY: install lock demo test lint typecheck unit coverage bench clean
+.PHONY: install lock demo test lint typecheck unit bench clean
 
 # The exact versions (with hashes) come from requirements-dev.lock; `make lock` refreshes it.
 $(BIN)/flipsync: pyproject.toml requirements-dev.lock
@@ -34,7 +34,7 @@ typecheck: install
 	$(BIN)/mypy
 
 unit: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --cov --cov-report=term-missing --cov-fail-under=90
 
 test: lint typecheck unit
 
@@ -42,4 +42,4 @@ bench: install
 	$(BIN)/python benchmarks/requests_per_run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage build *.egg-info
