@@ -79,8 +79,10 @@ CUSTOM_SOURCES = {"PD_tshirt": "tshirt_size", "PD_employer": "employer_name"}
 
 @cache
 def spec() -> dict[str, Any]:
+    # libyaml's safe loader when PyYAML has it: the same documents, a second faster to read.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     with SPEC_PATH.open(encoding="utf-8") as handle:
-        data: dict[str, Any] = yaml.safe_load(handle)
+        data: dict[str, Any] = yaml.load(handle, Loader=loader)
     return data
 
 
