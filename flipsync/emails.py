@@ -5,8 +5,8 @@ the key is the address with surrounding blanks removed and ASCII and Unicode let
 lower-cased (``str.lower``). Not ``str.casefold``: casefold also rewrites some non-ASCII
 characters (German sharp s becomes "ss"), which would make two addresses that Constant
 Contact keeps apart look like one person here. Every place that keys, compares or looks up
-people by email (records, the mirror, outcomes, import errors, `explain`, the client's
-lookup, CSV record keys, rule patterns) uses this function.
+people by email (records, the mirror and contact exports, outcomes, import errors,
+`explain`, the client's lookup, CSV record keys, rule and clean-up patterns) uses it.
 """
 
 from __future__ import annotations
