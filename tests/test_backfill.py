@@ -60,15 +60,23 @@ def test_interrupted_backfill_resumes_where_it_stopped(org: Org) -> None:
         yield
 
     with org.state() as state, pytest.raises(KeyboardInterrupt):
-        Syncer(settings, state, build_client(settings), sleep=lambda _: None).backfill(
-            date(2026, 3, 1), None, batch_guard=flaky_guard
-        )
+        Syncer(
+            settings,
+            state,
+            build_client(settings, clock=org.clock),
+            sleep=org.clock.sleep,
+            clock=org.clock.now,
+        ).backfill(date(2026, 3, 1), None, batch_guard=flaky_guard)
     first = org.sandbox.count_requests("POST", "/v3/activities/contacts_json_import")
     assert first == 1
     with org.state() as state:
-        report = Syncer(settings, state, build_client(settings), sleep=lambda _: None).backfill(
-            date(2026, 3, 1), None
-        )
+        report = Syncer(
+            settings,
+            state,
+            build_client(settings, clock=org.clock),
+            sleep=org.clock.sleep,
+            clock=org.clock.now,
+        ).backfill(date(2026, 3, 1), None)
     assert report.records_read == 4  # the 2 already done are not read again
     assert org.sandbox.count_requests("POST", "/v3/activities/contacts_json_import") == first + 2
     assert len(org.sandbox.contacts()) == 6
