@@ -4,15 +4,24 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8765
 
-.PHONY: install demo test lint typecheck unit bench clean
+.PHONY: install lock demo test lint typecheck unit bench clean
 
-$(BIN)/flipsync: pyproject.toml
+# The exact versions (with hashes) come from requirements-dev.lock; `make lock` refreshes it.
+$(BIN)/flipsync: pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(BIN)/flipsync
 
 install: $(BIN)/flipsync
+
+# Re-resolve every dependency within pyproject.toml's ranges to the newest releases on PyPI.
+lock: install
+	$(BIN)/pip install --quiet pip-tools
+	$(BIN)/pip-compile --quiet --upgrade --generate-hashes --extra dev --strip-extras \
+		--no-emit-find-links --no-emit-index-url \
+		--output-file requirements-dev.lock pyproject.toml
 
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh $(PORT)
@@ -25,7 +34,7 @@ typecheck: install
 	$(BIN)/mypy
 
 unit: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --cov --cov-report=term-missing --cov-fail-under=90
 
 test: lint typecheck unit
 
@@ -33,4 +42,4 @@ bench: install
 	$(BIN)/python benchmarks/requests_per_run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage build *.egg-info

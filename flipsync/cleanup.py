@@ -38,6 +38,7 @@ import structlog
 
 from flipsync.config import FlipcauseSettings, Settings, TestRecordSettings
 from flipsync.ctct.types import ActivityStatus, RemoteContact
+from flipsync.emails import normalize_email
 from flipsync.errors import ExitCode, FlipsyncError, InputError
 from flipsync.mirror import entry_from_remote
 from flipsync.records import FlipcauseRecord, parse_record
@@ -116,7 +117,7 @@ class Markers:
         """The first marker that makes this record a test, in words; None for a real record."""
         c = self.configured
         for pattern in (*c.email_patterns, *self.extra_patterns):
-            if fnmatch.fnmatchcase(record.email_key, pattern.lower()):
+            if fnmatch.fnmatchcase(record.email_key, normalize_email(pattern)):
                 return f"email matches {pattern}"
         if record.webhook_record_id and record.webhook_record_id in c.record_ids:
             return f"webhook record id {record.webhook_record_id}"

@@ -23,6 +23,7 @@ from flipsync.cli_support import (
     hoist_global_options,
     silence_stdout,
 )
+from flipsync.clock import SYSTEM_CLOCK, Clock, SystemClock, VirtualClock
 from flipsync.config import (
     CONFIG_ENV,
     Settings,
@@ -30,6 +31,7 @@ from flipsync.config import (
     placeholder_problems,
     secret_from_env,
 )
+from flipsync.emails import normalize_email
 from flipsync.errors import ConfigError, ExitCode, FlipsyncError, InputError
 from flipsync.intake import IngestReport, ingest_stream
 from flipsync.lock import hold_lock
@@ -91,10 +93,15 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
 
 
 class Context:
-    """What the group passes to commands: where the config is, loaded on demand."""
+    """What the group passes to commands: where the config is (loaded on demand), and the clock.
 
-    def __init__(self, config_path: str | None) -> None:
+    The clock is the machine's unless the caller handed one in as click's ``obj`` (tests
+    pass a VirtualClock, so a run's polls and rate spacing cost them no real time).
+    """
+
+    def __init__(self, config_path: str | None, clock: Clock = SYSTEM_CLOCK) -> None:
         self.config_path = config_path
+        self.clock = clock
         self._settings: Settings | None = None
 
     @property
@@ -144,18 +151,25 @@ class FlipsyncGroup(click.Group):
 def cli(ctx: click.Context, config_path: str | None, log_level: str, log_format: str) -> None:
     """Keep a Constant Contact account in step with Flipcause, with consent rules you can read."""
     logs.configure(log_level, log_format)
-    ctx.obj = Context(config_path)
+    given = ctx.obj
+    ctx.obj = Context(
+        config_path, given if isinstance(given, SystemClock | VirtualClock) else SYSTEM_CLOCK
+    )
 
 
-def build_client(settings: Settings, *, retry: RetryPolicy | None = None) -> ConstantContactClient:
+def build_client(
+    settings: Settings, *, retry: RetryPolicy | None = None, clock: Clock = SYSTEM_CLOCK
+) -> ConstantContactClient:
     """The Constant Contact client for one organization (no request is sent here).
 
     ``retry`` replaces the default retry policy of API and token requests (tests pass
-    ``RetryPolicy.no_wait()`` to run fault scenarios end to end without sleeping).
+    ``RetryPolicy.no_wait()`` to run fault scenarios end to end without sleeping). Every
+    wait (rate spacing, retries, token expiry, the token lock) reads and sleeps on
+    ``clock``; tests pass a ``VirtualClock``.
     """
     from flipsync.ctct.auth import TokenManager
     from flipsync.ctct.client import ConstantContactClient
-    from flipsync.ctct.http import make_session
+    from flipsync.ctct.http import RetryPolicy, make_session, process_limiter
     from flipsync.ctct.types import ClientSettings
 
     cc = settings.constant_contact
@@ -169,16 +183,29 @@ def build_client(settings: Settings, *, retry: RetryPolicy | None = None) -> Con
         timeout_seconds=cc.timeout_seconds,
     )
     session = make_session(client_settings.user_agent)
+    tokens = TokenManager(
+        client_settings,
+        session,
+        clock=clock.now,
+        sleep=clock.sleep,
+        limiter=process_limiter(1.0, key="token", clock=clock),
+        retry=retry if retry is not None else RetryPolicy(max_attempts=3, sleep=clock.sleep),
+    )
     return ConstantContactClient(
         client_settings,
-        TokenManager(client_settings, session, retry=retry),
+        tokens,
         session=session,
-        retry=retry,
-        limiter=key_budget(settings),
+        retry=(
+            retry
+            if retry is not None
+            else RetryPolicy(max_attempts=client_settings.max_attempts, sleep=clock.sleep)
+        ),
+        limiter=key_budget(settings, clock),
+        clock=clock.now,
     )
 
 
-def key_budget(settings: Settings) -> KeyBudget:
+def key_budget(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> KeyBudget:
     """The machine-wide request budget of this organization's application key."""
     from flipsync.ctct.budget import KeyBudget, default_budget_file
 
@@ -189,6 +216,8 @@ def key_budget(settings: Settings) -> KeyBudget:
         rate_per_second=cc.requests_per_second,
         daily_limit=cc.daily_request_budget,
         organization_daily_limit=cc.organization_daily_request_budget,
+        wall_clock=clock.time,
+        sleep=clock.sleep,
     )
 
 
@@ -229,7 +258,14 @@ def run(
         hold_lock(settings.lock_file, "dry run" if dry_run else "run"),
         open_state(settings) as state,
     ):
-        syncer = Syncer(settings, state, build_client(settings))
+        clock = ctx.clock
+        syncer = Syncer(
+            settings,
+            state,
+            build_client(settings, clock=clock),
+            clock=clock.now,
+            sleep=clock.sleep,
+        )
         logs.bind(run_id=syncer.run_id)
         try:
             report = syncer.run(dry_run=dry_run, max_batches=max_batches)
@@ -279,12 +315,25 @@ def backfill(
             param_hint="--until",
         )
     settings = ctx.settings
+    clock = ctx.clock
     with open_state(settings) as state:
-        syncer = Syncer(settings, state, build_client(settings))
+        syncer = Syncer(
+            settings,
+            state,
+            build_client(settings, clock=clock),
+            clock=clock.now,
+            sleep=clock.sleep,
+        )
         logs.bind(run_id=syncer.run_id)
 
         def guard() -> Any:
-            return hold_lock(settings.lock_file, "backfill", wait_seconds=900)
+            return hold_lock(
+                settings.lock_file,
+                "backfill",
+                wait_seconds=900,
+                clock=clock.monotonic,
+                sleep=clock.sleep,
+            )
 
         report = syncer.backfill(
             since.date(),
@@ -356,9 +405,15 @@ def cleanup_test_contacts(
         hold_lock(settings.lock_file, "test-contact clean-up") if apply else nullcontext(),
         open_state(settings, create=False) as state,
     ):
-        report = Cleanup(settings, state, build_client(settings), extra_patterns=patterns).run(
-            apply=apply
-        )
+        clock = ctx.clock
+        report = Cleanup(
+            settings,
+            state,
+            build_client(settings, clock=clock),
+            extra_patterns=patterns,
+            clock=clock.now,
+            sleep=clock.sleep,
+        ).run(apply=apply)
     if as_json:
         click.echo(json_for_terminal(report.as_dict()))
     else:
@@ -531,7 +586,7 @@ def serve(ctx: Context, host: str | None, port: int | None, threads: int) -> Non
 @handle_errors
 def explain(ctx: Context, email: str, as_json: bool) -> None:
     """Show every decision flipsync made for one email, with its reason."""
-    key = email.strip().lower()
+    key = normalize_email(email)
     with open_state(ctx.settings, create=False, readonly=True) as state:
         rows = state.outcomes_for(key)
         mirror = state.mirror_get([key]).get(key)
@@ -675,7 +730,7 @@ def check(ctx: Context, offline: bool) -> None:
         return
     from flipsync.sync import Syncer
 
-    client = build_client(settings)
+    client = build_client(settings, clock=ctx.clock)
     client.check_token()
     click.echo("token: ok")
     # check only reads the state DB; it creates it on a first setup, like ingest and run.
@@ -732,7 +787,9 @@ def login(ctx: Context, code: str | None, redirect_uri: str, print_url: bool) ->
         return
     session = make_session(client_settings.user_agent)
     if code:
-        token_set = exchange_code(client_settings, session, code, redirect_uri)
+        token_set = exchange_code(
+            client_settings, session, code, redirect_uri, clock=ctx.clock.now, sleep=ctx.clock.sleep
+        )
     else:
 
         def prompt(p: DevicePrompt) -> None:
@@ -741,7 +798,13 @@ def login(ctx: Context, code: str | None, redirect_uri: str, print_url: bool) ->
                 click.echo(f"(or open {p.verification_uri_complete})")
             click.echo(f"Waiting for approval (the code expires in {p.expires_in // 60} min)...")
 
-        token_set = device_login(client_settings, session, on_prompt=prompt)
+        token_set = device_login(
+            client_settings,
+            session,
+            on_prompt=prompt,
+            sleep=ctx.clock.sleep,
+            clock=ctx.clock.now,
+        )
     write_token_file(cc.token_file, token_set)
     click.echo(f"logged in; token set written to {cc.token_file} (mode 0600)")
 

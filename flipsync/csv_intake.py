@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from flipsync.config import FlipcauseSettings
+from flipsync.emails import normalize_email
 from flipsync.errors import InputError
 from flipsync.intake import MAX_LINE_BYTES, BadItem, IngestReport, check_item, store_items
 from flipsync.state import StateDB
@@ -226,7 +227,7 @@ def parse_csv_lines(
         content = _content_key(row, layout)
         if layout.transaction_field and str(payload[layout.transaction_field]).strip():
             txn = str(payload[layout.transaction_field]).strip()
-            email = str(payload[layout.email_field]).strip().lower()
+            email = normalize_email(str(payload[layout.email_field]))
             base = f"csv:{txn}:{email}:{content.rsplit(':', 1)[1][:16]}"
         else:
             base = content

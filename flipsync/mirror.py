@@ -29,6 +29,7 @@ import structlog
 
 from flipsync import mirror_export
 from flipsync.ctct.types import RemoteContact
+from flipsync.emails import normalize_email
 from flipsync.errors import RequestRefused, TransientError, UnexpectedResponse
 from flipsync.mirror_export import ExportUnusable
 from flipsync.policy import Known
@@ -66,7 +67,7 @@ def entry_from_remote(contact: RemoteContact, now: datetime) -> MirrorEntry | No
     if not contact.email:
         return None
     return MirrorEntry(
-        email_key=contact.email.strip().lower(),
+        email_key=normalize_email(contact.email),
         contact_id=contact.contact_id,
         permission=contact.permission or "not_set",
         deleted=contact.deleted,

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
+from flipsync.emails import normalize_email
 from flipsync.ports import ConstantContactAPI
 from flipsync.state import MirrorEntry, iso
 
@@ -110,7 +111,7 @@ def entries(
     for row in rows:
         if cols is None:
             cols = columns(list(row))
-        email = (row.get(cols["email"]) or "").strip().lower()
+        email = normalize_email(row.get(cols["email"]) or "")
         if not email:
             continue
         updated = _time(row.get(cols["updated"], "")) if "updated" in cols else None

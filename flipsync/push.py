@@ -22,6 +22,7 @@ import structlog
 
 from flipsync.config import Settings
 from flipsync.ctct.types import ActivityStatus
+from flipsync.emails import normalize_email
 from flipsync.errors import ContactExists, RequestRefused
 from flipsync.mirror import entry_from_remote
 from flipsync.outcomes import DEFERRED, RunReport
@@ -378,7 +379,7 @@ def _import_row_errors(ops: Mapping[str, JournalOp], report: RunReport) -> dict[
         if op.kind != "json_import" or op.state != "done" or not op.result:
             continue
         rows = op.body["import_data"]
-        emails = [str(r.get("email", "")).lower() for r in rows]
+        emails = [normalize_email(str(r.get("email", ""))) for r in rows]
         unmatched = 0
         for message in op.result.get("errors", []):
             text = str(message)

@@ -20,6 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from flipsync.config import FieldMap, FlipcauseSettings, spelling_key
+from flipsync.emails import normalize_email
 from flipsync.state import PRUNED_KEY
 
 CID_RE = re.compile(r"\(CID([0-9]+-[0-9]+)\)")
@@ -69,7 +70,7 @@ class Address:
 
 @dataclass(frozen=True)
 class FlipcauseRecord:
-    """One Flipcause webhook record, parsed. `email_key` is the case-folded match key."""
+    """One Flipcause webhook record, parsed. `email_key` is the match key (flipsync.emails)."""
 
     seq: int
     record_key: str
@@ -372,7 +373,7 @@ def parse_record(
         transaction_date=text(f.transaction_date),
         amount=_amount(text(f.amount)),
         email=email,
-        email_key=email.lower(),
+        email_key=normalize_email(email),
         first_name=first,
         last_name=last,
         company_name=business,

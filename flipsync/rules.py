@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 
 from flipsync.config import Condition, PolicySettings, SkipRule
+from flipsync.emails import normalize_email
 from flipsync.records import FlipcauseRecord
 
 
@@ -35,7 +36,7 @@ def matches(condition: Condition, record: FlipcauseRecord) -> bool:
     if condition.recurring is not None and record.is_recurring != condition.recurring:
         return False
     if condition.email_patterns and not any(
-        fnmatch.fnmatchcase(record.email_key, pattern.lower())
+        fnmatch.fnmatchcase(record.email_key, normalize_email(pattern))
         for pattern in condition.email_patterns
     ):
         return False

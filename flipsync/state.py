@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from flipsync.emails import normalize_email
 from flipsync.errors import NotWritable, StateError
 from flipsync.state_guard import (
     header_problem,
@@ -856,7 +857,7 @@ class StateDB:
                         run_id,
                         now,
                         o.get("email"),
-                        (o.get("email") or "").strip().lower() or None,
+                        normalize_email(o.get("email") or "") or None,
                         _dumps(o.get("record_keys", [])),
                         _dumps(o.get("flipcause_ids", {})),
                         o["action"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,12 +14,13 @@ import structlog
 from click.testing import CliRunner, Result
 
 from flipsync.cli import build_client, cli
+from flipsync.clock import Clock, VirtualClock
 from flipsync.config import Settings, load_settings
 from flipsync.ctct.auth import token_set_from_response, write_token_file
 from flipsync.intake import IngestReport, ingest_text
 from flipsync.outcomes import RunReport
 from flipsync.sandbox import RunningSandbox
-from flipsync.state import StateDB, utcnow
+from flipsync.state import StateDB
 from flipsync.sync import Syncer
 from tests.helpers import config_dict, write_config
 
@@ -36,11 +37,16 @@ def _fresh_structlog() -> Iterator[None]:
 
 @dataclass
 class Org:
-    """One organization's config, state and token file, pointed at a running sandbox."""
+    """One organization's config, state and token file, pointed at a running sandbox.
+
+    ``clock`` is the organization's time (the sandbox's too, from the fixtures): runs and
+    CLI commands wait on it, so their polls and rate spacing take no real time.
+    """
 
     tmp: Path
     running: RunningSandbox
     config_path: Path
+    clock: Clock = field(default_factory=VirtualClock)
 
     @property
     def sandbox(self) -> Any:
@@ -59,16 +65,26 @@ class Org:
                 state, text, name="test", source="file:test", id_field="webhook_record_id"
             )
 
-    def run(self, *, dry_run: bool = False, clock: Callable[[], datetime] = utcnow) -> RunReport:
+    def run(
+        self, *, dry_run: bool = False, clock: Callable[[], datetime] | None = None
+    ) -> RunReport:
+        """One live (or dry) run in this process, as `flipsync run` does it, on the org's clock."""
         settings = self.settings()
         with self.state() as state:
             syncer = Syncer(
-                settings, state, build_client(settings), sleep=lambda _: None, clock=clock
+                settings,
+                state,
+                build_client(settings, clock=self.clock),
+                sleep=self.clock.sleep,
+                clock=clock or self.clock.now,
             )
             return syncer.run(dry_run=dry_run)
 
-    def cli(self, *args: str, input: str | None = None) -> Result:
-        return CliRunner().invoke(cli, ["-c", str(self.config_path), *args], input=input)
+    def cli(self, *args: str, input: str | None = None, **kwargs: Any) -> Result:
+        """The CLI in this process, on the org's clock."""
+        return CliRunner().invoke(
+            cli, ["-c", str(self.config_path), *args], input=input, obj=self.clock, **kwargs
+        )
 
     def contact(self, email: str) -> dict[str, Any] | None:
         return self.sandbox.contact_by_email(email)
@@ -89,14 +105,14 @@ class Org:
 
 
 @pytest.fixture
-def org(tmp_path: Path, sandbox_server: RunningSandbox) -> Iterator[Org]:
+def org(tmp_path: Path, sandbox_server: RunningSandbox, clock: Clock) -> Iterator[Org]:
     """An organization with lists Donors, Major, Newsletter and a valid token file."""
     box = sandbox_server.sandbox
     for name in ("Donors", "Major", "Newsletter", "Subscribers", "NonSubscribers", "Existing"):
         box.add_list(name)
-    o = Org(tmp_path, sandbox_server, tmp_path / "flipsync.yaml")
+    o = Org(tmp_path, sandbox_server, tmp_path / "flipsync.yaml", clock)
     o.write_config()
     write_token_file(
-        tmp_path / "tokens.json", token_set_from_response(box.issue_tokens(), utcnow())
+        tmp_path / "tokens.json", token_set_from_response(box.issue_tokens(), clock.now())
     )
     yield o

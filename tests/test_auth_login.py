@@ -1,8 +1,9 @@
 """`flipsync auth login` and `auth status` end to end against the sandbox's OAuth server.
 
-The device flow runs as a real process: the test reads the prompt from its output, approves
-the printed user code on the sandbox (as the person would in a browser) and waits for the
-token file. The authorization-code flow (`--code`) runs through the CLI with a confidential
+The approved device flow runs as a real process: the test reads the prompt from its output,
+approves the printed user code on the sandbox (as the person would in a browser) and waits
+for the token file. The denied one runs in process on a virtual clock, the person denying
+the code while the CLI waits between polls. The authorization-code flow (`--code`) runs through the CLI with a confidential
 client whose secret comes from the environment variable the config names.
 """
 
@@ -20,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from flipsync.cli import cli
+from flipsync.clock import VirtualClock
 from flipsync.ctct.auth import read_token_file, write_token_file
 from flipsync.ctct.types import TokenSet
 from flipsync.errors import ExitCode
@@ -129,9 +130,21 @@ def test_denied_device_login_exits_6_and_writes_nothing(
     """A code denied in the browser: exit code 6, a message saying to log in again, no token file."""
     path = token_file(org)
     path.unlink()
-    code, output = login_by_device(org, approve=False)
-    assert code == ExitCode.REAUTH
-    assert "denied" in output and "flipsync auth login" in output
+    box = org.sandbox
+
+    class DeniedWhileWaiting(VirtualClock):
+        """The person denies the code while the CLI waits between polls."""
+
+        def sleep(self, seconds: float) -> None:
+            super().sleep(seconds)
+            for user_code in box.pending_user_codes():
+                box.deny_device(user_code)
+
+    org.clock = DeniedWhileWaiting()
+    result = org.cli("auth", "login")
+    assert result.exit_code == ExitCode.REAUTH, result.output
+    assert "enter the code" in result.output
+    assert "denied" in result.output and "flipsync auth login" in result.output
     assert not path.exists()
 
 
@@ -144,7 +157,7 @@ def confidential(org: Org) -> None:
 
 def cli_with_secret(org: Org, *args: str, secret: str | None = SECRET) -> Result:
     env = {SECRET_ENV: secret} if secret is not None else {SECRET_ENV: ""}
-    return CliRunner().invoke(cli, ["-c", str(org.config_path), *args], env=env)
+    return org.cli(*args, env=env)
 
 
 def test_code_login_with_client_secret_writes_token_file(org: Org) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -11,7 +10,8 @@ from datetime import date
 import pytest
 
 from flipsync.cli import build_client
-from flipsync.lock import hold_lock
+from flipsync.clock import VirtualClock
+from flipsync.lock import RUN_LOCK_POLL_SECONDS, hold_lock
 from flipsync.sync import Syncer
 from tests.conftest import Org
 from tests.helpers import payload
@@ -60,39 +60,68 @@ def test_interrupted_backfill_resumes_where_it_stopped(org: Org) -> None:
         yield
 
     with org.state() as state, pytest.raises(KeyboardInterrupt):
-        Syncer(settings, state, build_client(settings), sleep=lambda _: None).backfill(
-            date(2026, 3, 1), None, batch_guard=flaky_guard
-        )
+        Syncer(
+            settings,
+            state,
+            build_client(settings, clock=org.clock),
+            sleep=org.clock.sleep,
+            clock=org.clock.now,
+        ).backfill(date(2026, 3, 1), None, batch_guard=flaky_guard)
     first = org.sandbox.count_requests("POST", "/v3/activities/contacts_json_import")
     assert first == 1
     with org.state() as state:
-        report = Syncer(settings, state, build_client(settings), sleep=lambda _: None).backfill(
-            date(2026, 3, 1), None
-        )
+        report = Syncer(
+            settings,
+            state,
+            build_client(settings, clock=org.clock),
+            sleep=org.clock.sleep,
+            clock=org.clock.now,
+        ).backfill(date(2026, 3, 1), None)
     assert report.records_read == 4  # the 2 already done are not read again
     assert org.sandbox.count_requests("POST", "/v3/activities/contacts_json_import") == first + 2
     assert len(org.sandbox.contacts()) == 6
+
+
+class ReleasesWhenWaitedOn(VirtualClock):
+    """Virtual time; the first wait for the organization's lock ends the cron run holding it."""
+
+    def __init__(self, release: threading.Event, worker: threading.Thread) -> None:
+        super().__init__()
+        self.release, self.worker = release, worker
+        self.lock_waits = 0
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds)
+        if seconds == RUN_LOCK_POLL_SECONDS:
+            self.lock_waits += 1
+            self.release.set()
+            self.worker.join()
 
 
 def test_backfill_waits_for_a_running_cron_job(org: Org) -> None:
     """Each batch takes the organization lock: a backfill waits for a run in progress."""
     org.ingest([dated("w@example.org", "2026-04-01")])
     lock_file = org.settings().lock_file
-    held = threading.Event()
+    held, release = threading.Event(), threading.Event()
+    imports_while_held: list[int] = []
 
     def cron_run() -> None:
         with hold_lock(lock_file, "run"):
             held.set()
-            time.sleep(0.6)
+            release.wait(30)
+            imports_while_held.append(
+                org.sandbox.count_requests("POST", "/v3/activities/contacts_json_import")
+            )
 
     worker = threading.Thread(target=cron_run)
     worker.start()
-    held.wait(5)
-    started = time.monotonic()
+    assert held.wait(5)
+    org.clock = ReleasesWhenWaitedOn(release, worker)
     result = org.cli("backfill", "--since", "2026-04-01")
     worker.join()
     assert result.exit_code == 0, result.output
-    assert time.monotonic() - started >= 0.3
+    assert org.clock.lock_waits >= 1  # it waited for the lock instead of giving up
+    assert imports_while_held == [0]  # and sent nothing while the run held it
     assert org.contact("w@example.org") is not None
 
 

@@ -95,3 +95,18 @@ def test_organization_budget_ends_a_live_run_cleanly(org: Org) -> None:
     with org.state() as state:
         assert state.checkpoint == 0
     assert len(org.sandbox.request_log()) == 2
+
+
+def test_the_budget_spaces_exactly_like_the_process_limiter(tmp_path: Path) -> None:
+    """One spacing rule: the machine-wide budget and the in-process limiter wait alike."""
+    from flipsync.ctct.http import RateLimiter
+
+    across, within = FakeTime(NOON), FakeTime(NOON)
+    shared = budget(tmp_path / "key.json", across, "a")
+    limiter = RateLimiter(4, clock=within.clock, sleep=within.sleep)
+    for pause in (0.0, 0.1, 0.0, 0.0, 1.0, 0.0):
+        across.now += pause
+        within.now += pause
+        assert shared.acquire() == pytest.approx(limiter.acquire())
+    assert across.slept == pytest.approx(within.slept)
+    assert len(across.slept) == 4  # 4/s with 5% slack: back-to-back requests wait

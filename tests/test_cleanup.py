@@ -509,4 +509,4 @@ def test_email_option_selects_test_records_for_one_call(org: Org) -> None:
 def _client(org: Org) -> Any:
     from flipsync.cli import build_client
 
-    return build_client(org.settings())
+    return build_client(org.settings(), clock=org.clock)

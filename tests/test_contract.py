@@ -79,8 +79,10 @@ CUSTOM_SOURCES = {"PD_tshirt": "tshirt_size", "PD_employer": "employer_name"}
 
 @cache
 def spec() -> dict[str, Any]:
+    # libyaml's safe loader when PyYAML has it: the same documents, a second faster to read.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     with SPEC_PATH.open(encoding="utf-8") as handle:
-        data: dict[str, Any] = yaml.safe_load(handle)
+        data: dict[str, Any] = yaml.load(handle, Loader=loader)
     return data
 
 
@@ -429,7 +431,7 @@ def test_query_parameters_the_client_sends_are_declared_by_the_spec(org: Org) ->
     for i in range(520):
         org.sandbox.add_contact(f"c{i}@example.org", permission="implicit")
     settings_ = org.settings()
-    client = build_client(settings_)
+    client = build_client(settings_, clock=org.clock)
     client.check_token()
     client.list_lists()
     client.list_custom_fields()
@@ -460,7 +462,7 @@ def test_query_parameters_the_client_sends_are_declared_by_the_spec(org: Org) ->
 
 def test_export_and_opt_out_requests_match_the_spec(org: Org) -> None:
     """The export POSTs (all, then removed) validate as ContactsExport; optout_after is declared."""
-    client = build_client(org.settings())
+    client = build_client(org.settings(), clock=org.clock)
     for status in (None, "removed"):
         client.start_contact_export(status)
     list(client.iter_contacts(optout_after=datetime.now(UTC) - timedelta(hours=1)))
@@ -481,7 +483,7 @@ def test_contact_delete_body_matches_the_spec(org: Org) -> None:
     from flipsync.ctct.client import MAX_DELETE_CONTACTS, contact_delete_body
 
     ids = [org.sandbox.add_contact(f"t{i}@example.org") for i in range(3)]
-    client = build_client(org.settings())
+    client = build_client(org.settings(), clock=org.clock)
     activity_id = client.delete_contacts(ids)
     assert client.get_activity(activity_id).state == "completed"
     (post,) = [e for e in org.sandbox.request_log() if e.method == "POST"]

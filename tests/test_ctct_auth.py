@@ -7,8 +7,7 @@ import json
 import os
 import stat
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -91,11 +90,17 @@ def token_set(
     )
 
 
-def manager(settings: ClientSettings, clock: Clock | None = None) -> TokenManager:
+def manager(
+    settings: ClientSettings,
+    clock: Clock | None = None,
+    sleep: Callable[[float], None] | None = None,
+) -> TokenManager:
+    clock = clock or Clock()
     return TokenManager(
         settings,
         requests.Session(),
-        clock=clock or Clock(),
+        clock=clock,
+        sleep=sleep or clock.sleep,
         limiter=RateLimiter(0),
         retry=RetryPolicy.no_wait(max_attempts=3),
         lock_timeout=5,
@@ -370,10 +375,16 @@ class TestRefresh:
         settings = make_settings(tmp_path)
         write_token_file(settings.token_file, token_set(expires_in=10))
         calls: list[str] = []
+        waiting, finished = threading.Event(), threading.Event()
+
+        def wait_for_the_lock(_seconds: float) -> None:
+            waiting.set()  # this manager found the token lock taken
+            finished.wait(5)  # (instead of sleeping) until the holder is done
 
         def token_endpoint(request: Any) -> tuple[int, dict[str, str], str]:
             calls.append("refresh")
-            time.sleep(0.1)  # hold the lock while the other manager waits for it
+            # the refresh is in flight, holding the lock, while the other manager waits for it
+            assert waiting.wait(5)
             return (
                 200,
                 {},
@@ -387,9 +398,10 @@ class TestRefresh:
         barrier = threading.Barrier(2)
 
         def run() -> None:
-            tokens = manager(settings)
+            tokens = manager(settings, sleep=wait_for_the_lock)
             barrier.wait()
             results.append(tokens.access_token())
+            finished.set()
 
         threads = [threading.Thread(target=run) for _ in range(2)]
         for thread in threads:

@@ -274,7 +274,13 @@ def test_import_row_errors_become_per_person_outcomes(org: Org) -> None:
     org.ingest([payload("good@example.org"), payload("bad@example.org")])
     settings = org.settings()
     with org.state() as state:
-        syncer = Syncer(settings, state, build_client(settings), sleep=lambda _: None)
+        syncer = Syncer(
+            settings,
+            state,
+            build_client(settings, clock=org.clock),
+            sleep=org.clock.sleep,
+            clock=org.clock.now,
+        )
         rows = state.inbox_after(0, 10)
         # Plan as usual, then spoil one row the way only CC could judge it (our own limits
         # would have caught a long name): the mapping from CC's text to the person is tested.

@@ -10,8 +10,10 @@ presence), with every import row applied as often as in the reference (no duplic
 and every payload committed with an outcome (nothing lost).
 
 Runs use the product's own client built by ``build_client``; only its retry policy is swapped
-for one without waits (``RetryPolicy.no_wait``), so the faults cost no sleeping. Runs started
-as a subprocess (the SIGKILL tests) use the production policy.
+for one without waits (``RetryPolicy.no_wait``), and the organization and its sandbox share a
+virtual clock (the ``clock`` fixture), so rate spacing, token expiry and import polls cost no
+real time. Runs started as a subprocess (the SIGKILL tests) use the production policy and the
+real clock.
 """
 
 from __future__ import annotations
@@ -26,20 +28,20 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from flipsync.cli import build_client
+from flipsync.clock import SYSTEM_CLOCK, Clock, VirtualClock
 from flipsync.ctct.auth import (
     TokenManager,
     read_token_file,
     token_set_from_response,
     write_token_file,
 )
-from flipsync.ctct.http import RetryPolicy, make_session, next_utc_midnight
+from flipsync.ctct.http import RetryPolicy, make_session, next_utc_midnight, process_limiter
 from flipsync.ctct.types import ClientSettings
 from flipsync.errors import ExitCode, FlipsyncError, ReauthRequired
 from flipsync.outcomes import RunReport
@@ -51,7 +53,6 @@ from flipsync.sandbox import (
     SandboxConfig,
     start_in_thread,
 )
-from flipsync.state import utcnow
 from flipsync.sync import Syncer
 from tests.conftest import Org
 from tests.helpers import payload
@@ -147,8 +148,8 @@ def run_once(
     """One live run in this process, as `flipsync run` does it, with the given retry policy."""
     settings = org.settings()
     with org.state() as state:
-        api = wrap(build_client(settings, retry=retry))
-        return Syncer(settings, state, api, sleep=sleep).run()
+        api = wrap(build_client(settings, retry=retry, clock=org.clock))
+        return Syncer(settings, state, api, sleep=sleep, clock=org.clock.now).run()
 
 
 class FaultOnFirstCall:
@@ -250,24 +251,25 @@ class Final:
     requests: tuple[tuple[str, str], ...]
 
 
-def new_org(tmp: Path, running: RunningSandbox, scenario: Scenario) -> Org:
-    """An organization like the `org` fixture's, on the given sandbox."""
+def new_org(tmp: Path, running: RunningSandbox, scenario: Scenario, clock: Clock) -> Org:
+    """An organization like the `org` fixture's, on the given sandbox and clock."""
     tmp.mkdir(parents=True, exist_ok=True)
     for name in LISTS:
         running.sandbox.add_list(name)
-    org = Org(tmp, running, tmp / "flipsync.yaml")
+    org = Org(tmp, running, tmp / "flipsync.yaml", clock)
     org.write_config(**scenario.overrides)
     write_token_file(
-        tmp / "tokens.json", token_set_from_response(running.sandbox.issue_tokens(), utcnow())
+        tmp / "tokens.json", token_set_from_response(running.sandbox.issue_tokens(), clock.now())
     )
     return org
 
 
 def reference(tmp_path: Path, scenario: Scenario) -> Final:
-    """The fault-free end state of a scenario, from its own sandbox."""
-    running = start_in_thread(Sandbox(FAST))
+    """The fault-free end state of a scenario, from its own sandbox (on its own virtual clock)."""
+    clock = VirtualClock()
+    running = start_in_thread(Sandbox(FAST, clock=clock.time))
     try:
-        ref = new_org(tmp_path / "reference", running, scenario)
+        ref = new_org(tmp_path / "reference", running, scenario, clock)
         scenario.seed(ref.sandbox)
         ref.ingest(scenario.payloads)
         assert run_until_idle(ref) == ["ok", "idle"]
@@ -435,7 +437,14 @@ def refresh_works(org: Org) -> bool:
         client_id=cc.client_id,
         token_file=cc.token_file,
     )
-    manager = TokenManager(client_settings, make_session("test"), retry=NO_WAIT)
+    manager = TokenManager(
+        client_settings,
+        make_session("test"),
+        retry=NO_WAIT,
+        clock=org.clock.now,
+        sleep=org.clock.sleep,
+        limiter=process_limiter(1.0, key="token", clock=org.clock),
+    )
     try:
         manager.refresh(manager.current().access_token)
     except ReauthRequired:
@@ -489,7 +498,7 @@ def test_short_lived_tokens_are_refreshed_before_they_expire(
     prepare(org, scenario)
     token_file = org.settings().constant_contact.token_file
     first = read_token_file(token_file)
-    assert run_until_idle(org, sleep=lambda _s: time.sleep(1.1)) == ["ok", "idle"]
+    assert run_until_idle(org, sleep=lambda _s: org.clock.sleep(1.1)) == ["ok", "idle"]
     assert_same_end(org, scenario, expected)
     log = org.sandbox.request_log()
     assert not [e for e in log if e.status == 401]
@@ -514,7 +523,9 @@ def test_revoked_refresh_token_exits_6_and_resumes_after_login(org: Org, tmp_pat
     with org.state() as state:
         assert state.checkpoint == 0
     token_file = org.settings().constant_contact.token_file
-    write_token_file(token_file, token_set_from_response(org.sandbox.issue_tokens(), utcnow()))
+    write_token_file(
+        token_file, token_set_from_response(org.sandbox.issue_tokens(), org.clock.now())
+    )
     assert run_until_idle(org) == ["ok", "idle"]
     assert_same_end(org, scenario, expected)
 
@@ -538,7 +549,9 @@ def test_refresh_token_revoked_mid_run_keeps_the_import_for_after_login(
         assert state.checkpoint == 0
         assert [op.state for j in state.open_journals() for op in j.ops] == ["posted"]
     token_file = org.settings().constant_contact.token_file
-    write_token_file(token_file, token_set_from_response(org.sandbox.issue_tokens(), utcnow()))
+    write_token_file(
+        token_file, token_set_from_response(org.sandbox.issue_tokens(), org.clock.now())
+    )
     assert run_until_idle(org) == ["ok", "idle"]
     assert_same_end(org, scenario, expected)
     assert len(processed_imports(org.sandbox.request_log())) == 1
@@ -561,7 +574,7 @@ def test_quota_exhaustion_exits_5_and_the_next_utc_day_completes(
 
     result = org.cli("run")
     assert result.exit_code == ExitCode.QUOTA, result.output
-    reset = next_utc_midnight(datetime.now(UTC))
+    reset = next_utc_midnight(org.clock.now())
     assert "quota" in result.output
     assert f"resets at {reset.isoformat()}" in result.output
     with org.state() as state:
@@ -664,6 +677,7 @@ def kill_when(org: Org, moment: Moment, *, delay: float | None = None) -> str:
         proc.communicate(timeout=10)
 
 
+@pytest.mark.parametrize("clock", [SYSTEM_CLOCK], ids=["real-time"])
 @pytest.mark.parametrize("moment", list(MOMENTS))
 def test_killed_run_is_finished_by_the_next_one(org: Org, tmp_path: Path, moment: str) -> None:
     """SIGKILL while reading, posting (before/after CC processed it) or polling: same end, once."""
@@ -682,6 +696,7 @@ def test_killed_run_is_finished_by_the_next_one(org: Org, tmp_path: Path, moment
     assert_same_end(org, scenario, expected)
 
 
+@pytest.mark.parametrize("clock", [SYSTEM_CLOCK], ids=["real-time"])
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_run_killed_at_a_random_moment_is_finished_by_the_next_one(
     org: Org, tmp_path: Path, seed: int

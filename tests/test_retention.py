@@ -138,9 +138,13 @@ def test_an_unfinished_backfill_keeps_what_it_has_not_read(org: Org) -> None:
     run_and_verify(org)
     settings = org.settings()
     with org.state() as state:
-        Syncer(settings, state, build_client(settings), sleep=lambda _: None).backfill(
-            date(2026, 3, 1), None
-        )
+        Syncer(
+            settings,
+            state,
+            build_client(settings, clock=org.clock),
+            sleep=org.clock.sleep,
+            clock=org.clock.now,
+        ).backfill(date(2026, 3, 1), None)
     verify(org)
     with org.state() as state:
         assert unfinished_backfills(state) == {}

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import requests
 
+from flipsync.clock import VirtualClock
 from flipsync.sandbox import RunningSandbox, Sandbox, SandboxConfig, start_in_thread
 from flipsync.sandbox.imports import MAX_IMPORT_BYTES
 from tests.sandbox_fixture import sandbox_config, sandbox_server
@@ -53,11 +54,11 @@ def make_sandbox() -> Iterator[Any]:
     """Start sandboxes with a specific config; all are stopped at the end."""
     started: list[RunningSandbox] = []
 
-    def make(**changes: Any) -> RunningSandbox:
+    def make(*, clock: VirtualClock | None = None, **changes: Any) -> RunningSandbox:
         config = dataclasses.replace(
             SandboxConfig(requests_per_second=0, activity_seconds=0), **changes
         )
-        running = start_in_thread(Sandbox(config))
+        running = start_in_thread(Sandbox(config, clock=clock.time if clock else time.time))
         started.append(running)
         return running
 
@@ -643,7 +644,8 @@ def test_delete_put_and_counts(sandbox_server: RunningSandbox, api: requests.Ses
 
 def test_import_completes_asynchronously_with_counts(make_sandbox: Any) -> None:
     """Effects land at completion; permissions, lists and status counters follow the spec."""
-    running = make_sandbox(activity_seconds=0.3)
+    clock = VirtualClock()
+    running = make_sandbox(activity_seconds=0.3, clock=clock)
     sandbox = running.sandbox
     donors = sandbox.add_list("Donors")
     news = sandbox.add_list("News")
@@ -671,7 +673,7 @@ def test_import_completes_asynchronously_with_counts(make_sandbox: Any) -> None:
         status_url = f"{running.base_url}{activity['_links']['self']['href']}"
         during = api.get(status_url).json()
         assert during["state"] in ("initialized", "processing")
-        time.sleep(0.35)
+        clock.advance(0.35)
         done = api.get(status_url).json()
     assert done["state"] == "completed"
     assert done["percent_done"] == 100

@@ -249,7 +249,7 @@ def test_unsubscribe_during_a_long_run_is_seen_before_the_next_batch(org: Org) -
 
     settings = org.settings()
     with org.state() as state:
-        report = Syncer(settings, state, build_client(settings), sleep=sleep).run()
+        report = Syncer(settings, state, build_client(settings, clock=org.clock), sleep=sleep).run()
     assert unsubscribed == ["bob"]
     (bob,) = [o for o in report.outcomes if o["email"] == "bob@example.org"]
     assert bob["action"] == "skip" and "unsubscribed" in bob["reason"]

@@ -27,7 +27,7 @@ Refresh rules
 -------------
 The access token is refreshed only when it expires within ``refresh_margin_seconds`` (or when CC
 answers 401), because the token endpoint allows 1 request per second. A refresh takes an
-exclusive ``flock`` on ``<token_file>.lock`` and re-reads the file first: when another process
+exclusive lock on ``<token_file>.lock`` (``flipsync.lock``) and re-reads the file first: when another process
 has already put a different, fresh access token there, that one is used and no refresh is sent.
 With rotating refresh tokens the old refresh token dies at the refresh, so the new set is
 written to disk before the new access token is used. A refresh token not used for 180 days
@@ -37,7 +37,6 @@ expires; the 15-minute cron keeps it alive, and ``token_status`` says how much t
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import secrets
@@ -57,7 +56,7 @@ from requests.auth import HTTPBasicAuth
 
 from flipsync.ctct.http import (
     HttpClient,
-    RateLimiter,
+    Limiter,
     RetryableFailure,
     RetryPolicy,
     process_limiter,
@@ -73,6 +72,7 @@ from flipsync.errors import (
     TransientError,
     UnexpectedResponse,
 )
+from flipsync.lock import LockBusy, locked_file
 
 log = structlog.get_logger(__name__)
 
@@ -325,8 +325,9 @@ class TokenManager:
         session: requests.Session,
         *,
         clock: Callable[[], datetime] = utc_now,
+        sleep: Callable[[float], None] = time.sleep,
         lock_timeout: float = 60.0,
-        limiter: RateLimiter | None = None,
+        limiter: Limiter | None = None,
         retry: RetryPolicy | None = None,
     ) -> None:
         self.settings = settings
@@ -334,13 +335,14 @@ class TokenManager:
         self.path = Path(settings.token_file)
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self._clock = clock
+        self._sleep = sleep
         self._lock_timeout = lock_timeout
         self._margin = timedelta(seconds=settings.refresh_margin_seconds)
         self._http = HttpClient(
             session,
             timeout=settings.timeout_seconds,
             limiter=limiter if limiter is not None else process_limiter(1.0, key="token"),
-            retry=retry if retry is not None else RetryPolicy(max_attempts=3),
+            retry=retry if retry is not None else RetryPolicy(max_attempts=3, sleep=sleep),
             clock=clock,
         )
         self._thread_lock = threading.RLock()
@@ -432,26 +434,22 @@ class TokenManager:
 
     @contextlib.contextmanager
     def _file_lock(self) -> Iterator[None]:
-        """Exclusive flock on ``<token_file>.lock`` (0600), waiting at most lock_timeout."""
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        """The token file's lock (``<token_file>.lock``, 0600), waiting at most lock_timeout."""
         try:
-            deadline = time.monotonic() + self._lock_timeout
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise TransientError(
-                            f"Another process held {self.lock_path} for over "
-                            f"{self._lock_timeout:.0f} s while refreshing the token; "
-                            "the next run tries again"
-                        ) from None
-                    time.sleep(0.02)
-            yield
-        finally:
-            os.close(fd)  # closing the descriptor releases the lock
+            with locked_file(
+                self.lock_path,
+                wait_seconds=self._lock_timeout,
+                poll_seconds=0.02,
+                clock=lambda: self._clock().timestamp(),
+                sleep=self._sleep,
+            ):
+                yield
+        except LockBusy:
+            raise TransientError(
+                f"Another process held {self.lock_path} for over "
+                f"{self._lock_timeout:.0f} s while refreshing the token; "
+                "the next run tries again"
+            ) from None
 
 
 # --- logins -------------------------------------------------------------------------------
@@ -577,6 +575,7 @@ def exchange_code(
     redirect_uri: str,
     *,
     clock: Callable[[], datetime] = utc_now,
+    sleep: Callable[[float], None] = time.sleep,
     retry: RetryPolicy | None = None,
 ) -> TokenSet:
     """Trade an authorization code for tokens (needs the client secret). Writes nothing.
@@ -597,7 +596,7 @@ def exchange_code(
     http = HttpClient(
         session,
         timeout=settings.timeout_seconds,
-        retry=retry if retry is not None else RetryPolicy(max_attempts=3),
+        retry=retry if retry is not None else RetryPolicy(max_attempts=3, sleep=sleep),
         clock=clock,
     )
     form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}

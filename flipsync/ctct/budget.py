@@ -3,8 +3,9 @@
 Constant Contact's limits (4 requests/second, 10,000/day) belong to the application key,
 and one key usually serves many organizations, each run by its own cron line. A
 per-process limiter cannot see the others, so this one keeps its state in a small JSON
-file under an exclusive flock: the start time of the last request (to space starts
-across processes) and today's request counts, per key and per organization (so one
+file under an exclusive lock (``flipsync.lock.locked_file``): the start time of the last
+request (spaced by the same ``Spacer`` as the in-process limiter, but across processes)
+and today's request counts, per key and per organization (so one
 organization's backfill cannot spend everyone's day).
 
 When a configured daily budget is spent, `acquire` raises QuotaExceeded before the
@@ -14,7 +15,6 @@ cleanly, nothing lost, resuming after 00:00 UTC.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import time
@@ -25,7 +25,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from flipsync.ctct.http import Spacer
 from flipsync.errors import QuotaExceeded
+from flipsync.lock import locked_file
 
 
 @dataclass(frozen=True)
@@ -56,17 +58,12 @@ class KeyBudget:
         self.organization = organization
         self.daily_limit = daily_limit
         self.organization_daily_limit = organization_daily_limit
-        self._interval = (1.0 + slack) / rate_per_second if rate_per_second > 0 else 0.0
         self._clock = wall_clock
-        self._sleep = sleep
+        self._spacer = Spacer(rate_per_second, slack=slack, clock=wall_clock, sleep=sleep)
 
     @contextmanager
     def _locked(self) -> Iterator[dict[str, Any]]:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with locked_file(self.path, wait_seconds=None) as fd:
             raw = os.pread(fd, 1 << 20, 0)
             try:
                 data = json.loads(raw) if raw.strip() else {}
@@ -78,8 +75,6 @@ class KeyBudget:
             encoded = json.dumps(data, sort_keys=True).encode()
             os.ftruncate(fd, 0)
             os.pwrite(fd, encoded, 0)
-        finally:
-            os.close(fd)
 
     def _today(self, now: float) -> str:
         return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
@@ -108,14 +103,12 @@ class KeyBudget:
                     "requests is spent",
                     reset,
                 )
-            start = max(now, float(data.get("last_start", 0.0)) + self._interval)
+            last = data.get("last_start")
+            start, wait = self._spacer.reserve(float(last) if last is not None else None)
             data["last_start"] = start
             data["total"] = total + 1
             orgs[self.organization] = mine + 1
-        wait = start - now
-        if wait > 0:
-            self._sleep(wait)
-        return wait
+        return self._spacer.wait(wait)
 
     def usage(self) -> Usage:
         """Today's counts, for `flipsync status` and dry-run forecasts."""

@@ -75,6 +75,7 @@ from flipsync.ctct.types import (
     RemoteContact,
     SignUpResult,
 )
+from flipsync.emails import normalize_email
 from flipsync.errors import ContactExists, RequestRefused, TransientError, UnexpectedResponse
 
 log = structlog.get_logger(__name__)
@@ -167,9 +168,9 @@ class ConstantContactClient:
         }
         data = self._get("contact_lookup", self._url("/contacts"), params)
         contacts = [_contact(item) for item in _items(data, "contacts")]
-        wanted = email.casefold()
+        wanted = normalize_email(email)
         # A stand-in that searches loosely must not hand us somebody else.
-        return next((c for c in contacts if (c.email or "").casefold() == wanted), None)
+        return next((c for c in contacts if normalize_email(c.email or "") == wanted), None)
 
     def count_contacts(self) -> int:
         """How many contacts the account has, in every status."""

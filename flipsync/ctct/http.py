@@ -3,8 +3,10 @@
 This module owns how a request leaves the process and what its answer means:
 
 - ``make_session`` builds the one ``requests.Session`` (User-Agent, Accept).
-- ``RateLimiter`` spaces request starts so fewer than the configured rate begin in any second
-  (CC allows 4/s per API key, the token endpoint 1/s); ``process_limiter`` shares one per process.
+- ``Spacer`` is the one rule that spaces request starts so fewer than the configured rate begin
+  in any second (CC allows 4/s per API key, the token endpoint 1/s); ``RateLimiter`` applies
+  it within a process (``process_limiter`` shares one per process), the key budget across
+  processes.
 - ``RetryPolicy`` is a value (attempts, waits, jitter, the sleep function), so tests run with
   zero wait; ``HttpClient.run`` applies it through tenacity.
 - ``HttpClient.send`` is the single place a request is sent, and counts it by kind in
@@ -53,6 +55,7 @@ import structlog
 import tenacity
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
+from flipsync.clock import SYSTEM_CLOCK, Clock
 from flipsync.errors import (
     QuotaExceeded,
     ReauthRequired,
@@ -95,14 +98,51 @@ class Limiter(Protocol):
         ...
 
 
-class RateLimiter:
-    """Spaces request starts (1 + slack)/rate seconds apart; thread-safe.
+class Spacer:
+    """The one rate-spacing rule: request starts at least (1 + slack)/rate seconds apart.
 
     Exact 1/rate spacing sits on the edge of the server's window: a little network jitter
     lands the fifth request of a 4/s budget inside the first one's second and draws a 429
     (seen against the sandbox). The default 5% slack absorbs that for ~5% of throughput.
-    A slot is reserved under the lock and waited for outside it, so threads queue in order and
-    never hold the lock while sleeping. ``rate <= 0`` disables the limiter.
+
+    The spacer holds no state: its user keeps the last reserved start where the sharing
+    needs it (in memory for one process, ``RateLimiter``; in the key's budget file for the
+    whole machine, ``flipsync.ctct.budget``), reserves under its own lock with ``reserve``
+    and waits outside it with ``wait``, so waiters queue in order and never sleep holding a
+    lock. ``rate <= 0`` spaces nothing.
+    """
+
+    def __init__(
+        self,
+        rate_per_second: float,
+        *,
+        slack: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.rate_per_second = rate_per_second
+        self.interval = (1.0 + slack) / rate_per_second if rate_per_second > 0 else 0.0
+        self._clock = clock
+        self._sleep = sleep
+
+    def reserve(self, last_start: float | None) -> tuple[float, float]:
+        """The next start after ``last_start`` (None: no earlier request), and the wait for it."""
+        now = self._clock()
+        start = now if last_start is None else max(now, last_start + self.interval)
+        return start, start - now
+
+    def wait(self, seconds: float) -> float:
+        """Sleep the reserved wait; returns the seconds waited."""
+        if seconds > 0:
+            self._sleep(seconds)
+            return seconds
+        return 0.0
+
+
+class RateLimiter:
+    """Spaces this process's request starts with a ``Spacer``; thread-safe.
+
+    ``rate <= 0`` disables the limiter.
     """
 
     def __init__(
@@ -114,40 +154,38 @@ class RateLimiter:
         slack: float = 0.05,
     ) -> None:
         self.rate_per_second = rate_per_second
-        self._interval = (1.0 + slack) / rate_per_second if rate_per_second > 0 else 0.0
-        self._clock = clock
-        self._sleep = sleep
+        self._spacer = Spacer(rate_per_second, slack=slack, clock=clock, sleep=sleep)
         self._lock = threading.Lock()
-        self._next_free = float("-inf")
+        self._last_start: float | None = None
 
     def acquire(self) -> float:
         """Wait until a request may start; returns the seconds waited."""
-        if self._interval == 0.0:
+        if self._spacer.interval == 0.0:
             return 0.0
         with self._lock:
-            now = self._clock()
-            start = max(now, self._next_free)
-            self._next_free = start + self._interval
-        wait = start - now
-        if wait > 0:
-            self._sleep(wait)
-        return wait
+            self._last_start, wait = self._spacer.reserve(self._last_start)
+        return self._spacer.wait(wait)
 
 
-_limiters: dict[tuple[str, float], RateLimiter] = {}
+_limiters: dict[tuple[str, float, Clock], RateLimiter] = {}
 _limiters_lock = threading.Lock()
 
 
-def process_limiter(rate_per_second: float, key: str = "api") -> RateLimiter:
+def process_limiter(
+    rate_per_second: float, key: str = "api", *, clock: Clock = SYSTEM_CLOCK
+) -> RateLimiter:
     """The limiter shared by every client of this process for ``key`` at this rate.
 
     CC's limits are per API key, so all clients in one process must share one limiter; the
-    token endpoint has its own (``key="token"``, 1/s).
+    token endpoint has its own (``key="token"``, 1/s). Clients on another ``clock`` (a
+    test's virtual time) share theirs with the clients on that clock only.
     """
     with _limiters_lock:
-        limiter = _limiters.get((key, rate_per_second))
+        limiter = _limiters.get((key, rate_per_second, clock))
         if limiter is None:
-            limiter = _limiters[(key, rate_per_second)] = RateLimiter(rate_per_second)
+            limiter = _limiters[(key, rate_per_second, clock)] = RateLimiter(
+                rate_per_second, clock=clock.monotonic, sleep=clock.sleep
+            )
         return limiter
 
 

@@ -170,8 +170,12 @@ class Sandbox:
     ``flipsync.sandbox.server.start_in_thread`` or ``serve_forever``.
     """
 
-    def __init__(self, config: SandboxConfig | None = None) -> None:
+    def __init__(
+        self, config: SandboxConfig | None = None, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        """``clock`` (epoch seconds) is the account's time; tests share a VirtualClock's."""
         self.config = config if config is not None else SandboxConfig()
+        self._clock = clock
         self._lock = threading.RLock()
         self._offset = 0.0
         self._last_stamp = 0
@@ -230,8 +234,8 @@ class Sandbox:
     # --- clock ------------------------------------------------------------------------------
 
     def now(self) -> float:
-        """Sandbox time in epoch seconds: the real clock plus ``advance_clock`` offsets."""
-        return time.time() + self._offset
+        """Sandbox time in epoch seconds: its clock plus ``advance_clock`` offsets."""
+        return self._clock() + self._offset
 
     def _stamp(self) -> int:
         """A strictly increasing millisecond timestamp (in microseconds), never in the past."""
