@@ -195,3 +195,38 @@ def fleet_status_cmd(ctx: click.Context, as_json: bool, check: bool) -> None:
                 click.echo(f"note: {row.name}: {note}")
     if check and status.unhealthy:
         sys.exit(int(ExitCode.UNHEALTHY))
+
+
+@fleet.command("serve")
+@click.option("--host", help="Address to bind (default: receiver.host of fleet.yaml).")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), help="Port (default: receiver.port; 0 picks one)."
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 256),
+    default=16,
+    show_default=True,
+    help="Request threads, shared by every organization.",
+)
+@click.pass_context
+@_handled
+def fleet_serve(ctx: click.Context, host: str | None, port: int | None, threads: int) -> None:
+    """Receive every organization's webhooks on POST /<org>/flipcause/<secret>; SIGHUP reloads."""
+    from flipsync.fleet_receiver import serve_fleet
+    from flipsync.metrics import render
+
+    settings = _load(ctx)
+
+    def say(text: str) -> None:
+        click.echo(text)
+        sys.stdout.flush()
+
+    serve_fleet(
+        settings,
+        host=host or settings.receiver.host,
+        port=settings.receiver.port if port is None else port,
+        threads=threads,
+        announce=say,
+        metrics=lambda: render(settings),
+    )
