@@ -269,3 +269,32 @@ def test_sighup_adds_an_org_while_webhooks_arrive(fb: FleetBox) -> None:
     assert answers and set(answers) == {200}
     assert len(stored(fb, "north")) == len(answers)
     assert stored(fb, "east") == ["e@east.example"]
+
+
+def test_fleet_run_writes_the_textfile_and_the_alert_rules_use_real_metrics(
+    fb: FleetBox,
+) -> None:
+    import re
+
+    import yaml
+    from click.testing import CliRunner
+
+    from flipsync.cli import cli
+
+    fb.write_fleet(metrics={"textfile": "metrics/flipsync.prom"})
+    fb.add("north")
+    fb.ingest("north", [])
+    result = CliRunner().invoke(cli, ["fleet", "--fleet", str(fb.root), "run"])
+    assert result.exit_code == 0, result.output
+    text = (fb.root / "metrics" / "flipsync.prom").read_text()
+    assert 'flipsync_runs_total{organization="north",result="idle"} 1.0' in text
+    assert 'flipsync_seconds_since_last_good_run{organization="north"}' in text
+    exposed = set(re.findall(r"^(flipsync_\w+?)(?:\{| )", text, re.MULTILINE))
+    rules = yaml.safe_load((ROOT / "contrib" / "fleet" / "flipsync-alerts.yml").read_text())
+    used = {
+        name
+        for group in rules["groups"]
+        for rule in group["rules"]
+        for name in re.findall(r"flipsync_\w+", rule["expr"])
+    }
+    assert used and used <= exposed, used - exposed
