@@ -44,6 +44,7 @@ FLEET_KEYS = (
     "daily_request_budget",
     "requests_per_second",
     "budget_file",
+    "env_dir",
     "cadence_minutes",
     "minimum_daily_requests_per_org",
     "max_concurrent_orgs",
@@ -75,6 +76,7 @@ class FleetSettings:
     daily_request_budget: int = 10_000
     requests_per_second: float = 4.0
     budget_file: Path | None = None
+    env_dir: Path | None = None
     cadence_minutes: int = 15
     minimum_daily_requests_per_org: int = 10
     max_concurrent_orgs: int = 4
@@ -95,6 +97,16 @@ class FleetSettings:
     def org_dir(self, name: str) -> Path:
         """One organization's directory."""
         return self.orgs_dir / name
+
+    def env_file(self, name: str) -> Path:
+        """The organization's secrets: ``orgs/<name>/flipsync.env``, or ``<env_dir>/<name>.env``.
+
+        ``env_dir`` lets the secrets live apart from configs and state (a Kubernetes Secret
+        mounted as a directory, one key per organization).
+        """
+        if self.env_dir is not None:
+            return self.env_dir / f"{name}.env"
+        return self.org_dir(name) / ORG_ENV
 
     def cadence_for(self, name: str) -> int:
         """The organization's cadence in minutes (its override, else the fleet's default)."""
@@ -204,6 +216,7 @@ def parse_fleet(raw: Any, root: Path) -> FleetSettings:
         daily_request_budget=values["daily_request_budget"],
         requests_per_second=float(rate),
         budget_file=_resolve(root, top["budget_file"]) if top.get("budget_file") else None,
+        env_dir=_resolve(root, top["env_dir"]) if top.get("env_dir") else None,
         cadence_minutes=values["cadence_minutes"],
         minimum_daily_requests_per_org=values["minimum_daily_requests_per_org"],
         max_concurrent_orgs=values["max_concurrent_orgs"],
@@ -268,7 +281,7 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 def org_environ(fleet: FleetSettings, name: str) -> dict[str, str]:
     """The process environment with the organization's env file on top (the file wins)."""
-    return {**os.environ, **read_env_file(fleet.org_dir(name) / ORG_ENV)}
+    return {**os.environ, **read_env_file(fleet.env_file(name))}
 
 
 # -- loading an organization ----------------------------------------------------------------
@@ -378,10 +391,16 @@ def add_org(fleet: FleetSettings, name: str, template: str) -> str:
     directory = fleet.org_dir(name)
     if (directory / ORG_CONFIG).exists():
         raise InputError(f"{directory / ORG_CONFIG} already exists; nothing was changed")
+    if fleet.env_file(name).exists():
+        raise InputError(
+            f"{fleet.env_file(name)} already exists; move it away to scaffold {name} afresh"
+        )
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     (directory / "state").mkdir(exist_ok=True, mode=0o700)
     secret = secrets.token_urlsafe(32)
-    fd = os.open(directory / ORG_ENV, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    env_path = fleet.env_file(name)
+    env_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(env_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as env:
         env.write(f"# secrets of {name} (0600); never commit this file\n")
         env.write(f"{WEBHOOK_SECRET_ENV}={secret}\n")
