@@ -340,3 +340,43 @@ def test_fleet_run_cli_prints_each_org_and_keeps_its_memory_private(fb: FleetBox
     assert data["counts"] == {"idle": 1}
     mode = os.stat(fb.root / "fleet-state.json").st_mode
     assert stat.S_IMODE(mode) == 0o600
+
+
+def test_stopped_cycle_starts_no_org_and_the_next_cycle_runs_them(fb: FleetBox) -> None:
+    fb.add("waiting")
+    fb.add("quiet")
+    fb.ingest("waiting", [payload("w@example.org")])
+    fb.ingest("quiet", [])
+    runner = fb.runner()
+    runner.stop.set()  # what SIGTERM does in `fleet run`
+    report = runner.cycle()
+    assert report.interrupted
+    assert {r.name: r.status for r in report.results} == {"waiting": "not_started", "quiet": "idle"}
+    assert fb.built == []
+    again = fb.runner().cycle()  # same slot: the org that did not start is still due
+    assert {r.name: r.status for r in again.results} == {"waiting": "ok", "quiet": "not_due"}
+
+
+def test_a_short_budget_stretches_large_backlogs_first_and_status_says_so(fb: FleetBox) -> None:
+    from datetime import UTC, datetime
+
+    fb.write_fleet(daily_request_budget=50)
+    fb.add("large")
+    fb.add("small")
+    fb.ingest("large", [payload(f"l{i}@example.org", txn=f"L{i}") for i in range(1000)])
+    fb.ingest("small", [payload("s@example.org")])
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    (fb.root / "key-budget.json").write_text(
+        json.dumps({"day": today.strftime("%Y-%m-%d"), "total": 45, "organizations": {"x": 45}})
+    )
+    fb.offset = today + timedelta(hours=2) - fb.clock()  # 02:00 UTC: 45 of 50 spent already
+    report = fb.runner().cycle()
+    assert report.forecast is not None and report.forecast.short
+    cadence = {r.name: r.cadence_minutes for r in report.results}
+    assert cadence == {"large": 15 * 8, "small": 15}
+    status = {r.name: r for r in fleet_status(fb.fleet(), fb.clock()).rows}
+    assert status["large"].stretched and not status["small"].stretched
+    assert "cadence stretched to 120 min" in status["large"].notes[0]
+    code, out = fleet_cli(fb, "status")
+    assert code == 0
+    assert "note: large: cadence stretched to 120 min" in out
