@@ -340,18 +340,27 @@ def load_org(fleet: FleetSettings, name: str) -> FleetOrg:
 
 
 def check_fleet(fleet: FleetSettings) -> dict[str, list[str]]:
-    """Every organization's problems at once (config, name, key, webhook secret), by name."""
+    """Every organization's problems at once (config, name, key, webhook secret, login)."""
+    from flipsync.ctct.auth import read_token_file
     from flipsync.receiver import read_webhook_secret
 
     found: dict[str, list[str]] = {}
     for name in org_names(fleet):
+        problems: list[str] = []
         try:
             org = load_org(fleet, name)
             read_webhook_secret(org.settings, org.environ)
         except ConfigError as exc:
-            found[name] = list(exc.problems)
+            problems.extend(exc.problems)
         except FlipsyncError as exc:
-            found[name] = [str(exc)]
+            problems.append(str(exc))
+        else:
+            try:
+                read_token_file(org.settings.constant_contact.token_file)
+            except FlipsyncError as exc:
+                problems.append(f"login: {exc}")
+        if problems:
+            found[name] = problems
     return found
 
 

@@ -172,15 +172,17 @@ def fleet_status_cmd(ctx: click.Context, as_json: bool, check: bool) -> None:
     if as_json:
         click.echo(json.dumps(status.as_dict(), indent=2))
     else:
+        now = utcnow()
         click.echo(
-            f"{'organization':24} {'last run':20} {'result':9} {'backlog':>7} "
+            f"{'organization':24} {'last run':20} {'result':11} {'backlog':>7} {'oldest':>7} "
             f"{'req today':>9} {'login days':>10} problems"
         )
         for row in status.rows:
             days = "-" if row.login_expires_in_days is None else f"{row.login_expires_in_days:g}"
             click.echo(
                 f"{row.name:24} {(row.last_run_at or 'never')[:19]:20} "
-                f"{row.last_result or '-':9} {row.backlog if row.backlog is not None else '-':>7} "
+                f"{row.last_result or '-':11} {row.backlog if row.backlog is not None else '-':>7} "
+                f"{_age(row.oldest_waiting, now):>7} "
                 f"{row.requests_today:>9} {days:>10} {len(row.problems)}"
             )
         click.echo(
@@ -195,6 +197,18 @@ def fleet_status_cmd(ctx: click.Context, as_json: bool, check: bool) -> None:
                 click.echo(f"note: {row.name}: {note}")
     if check and status.unhealthy:
         sys.exit(int(ExitCode.UNHEALTHY))
+
+
+def _age(moment: str | None, now: Any) -> str:
+    """How long ago, short (``-`` for nothing waiting)."""
+    from flipsync.fleet_run import seconds_since
+
+    seconds = seconds_since(moment, now)
+    if seconds is None:
+        return "-"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h" if seconds < 86400 else f"{seconds / 86400:.1f}d"
 
 
 @fleet.command("serve")

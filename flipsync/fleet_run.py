@@ -45,6 +45,10 @@ from flipsync.tasks import ClientFactory, has_work, run_organization
 log = structlog.get_logger(__name__)
 
 GOOD = ("ok", "idle", "partial", "waiting")
+# Deferred, not failed: the organization's share of the day is spent, or another process
+# (a backfill, a manual run) holds its lock. Reported and counted, never a problem by itself;
+# records left waiting too long show up as the stale-inbox problem.
+DEFERRED = ("quota", "locked")
 
 
 # -- the scheduler's memory -------------------------------------------------------------------
@@ -168,7 +172,9 @@ class CycleReport:
     @property
     def failures(self) -> list[OrgResult]:
         """Results that are problems (not ok, idle, waiting or not due)."""
-        return [r for r in self.results if r.status not in (*GOOD, "not_due", "not_started")]
+        return [
+            r for r in self.results if r.status not in (*GOOD, *DEFERRED, "not_due", "not_started")
+        ]
 
     def counts(self) -> dict[str, int]:
         """Organizations per result."""
@@ -332,7 +338,12 @@ class FleetRunner:
             result.status = _status_of(exc)
             result.message = str(exc) or type(exc).__name__
             if isinstance(exc, FlipsyncError):
-                log.warning("fleet_org_failed", organization=s.name, result=result.status)
+                log.warning(
+                    "fleet_org_failed",
+                    organization=s.name,
+                    result=result.status,
+                    message=result.message,
+                )
             else:
                 log.exception("fleet_org_bug", organization=s.name)
         finally:
@@ -349,7 +360,7 @@ def remember(mine: dict[str, Any], result: OrgResult, now: datetime) -> None:
     if result.status in GOOD:
         mine["last_good_at"] = iso(now)
         mine["consecutive_failures"] = 0
-    else:
+    elif result.status not in DEFERRED:
         mine["consecutive_failures"] = int(mine.get("consecutive_failures", 0)) + 1
     for bucket, values in (("records", result.outcomes), ("requests", result.requests)):
         counts = mine.setdefault(bucket, {})

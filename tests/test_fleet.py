@@ -94,6 +94,13 @@ def test_fleet_add_scaffolds_an_org_that_checks_ok(fb: FleetBox) -> None:
     assert org.settings.state_file == directory / "state" / "riverside-food-bank.db"
     assert "# the application's API key" in (directory / "flipsync.yaml").read_text()
     code, out = fleet_cli(fb, "check")
+    assert code == 2
+    assert "riverside-food-bank: login: No Constant Contact token file" in out
+    fb.add("other")  # only for its valid token file
+    (directory / "state" / "riverside-food-bank.tokens.json").write_bytes(
+        (fb.root / "orgs" / "other" / "state" / "tokens.json").read_bytes()
+    )
+    code, out = fleet_cli(fb, "check")
     assert code == 0, out
     assert "riverside-food-bank: ok" in out
     # Adding it twice changes nothing; a name unfit for a URL is refused with the rule.
@@ -104,7 +111,7 @@ def test_fleet_add_scaffolds_an_org_that_checks_ok(fb: FleetBox) -> None:
     assert read_env_file(env)["FLIPSYNC_WEBHOOK_SECRET"] == secret
     code, out = fleet_cli(fb, "add", "Bad_Name", "--template", str(ROOT / "config.example.yaml"))
     assert code == 2 and "lowercase letters, digits and dashes" in out
-    assert org_names(fb.fleet()) == ["riverside-food-bank"]
+    assert org_names(fb.fleet()) == ["other", "riverside-food-bank"]
 
 
 def test_an_org_uses_the_key_budget_of_the_fleet_whatever_its_own_config_says(
