@@ -1,8 +1,9 @@
 """`flipsync fleet run`: one cycle over the fleet's organizations, in one process.
 
 A cycle surveys every organization from its state DB alone (no client, no request),
-runs those whose slot is due and who have work on a few threads, and records what
-happened in ``fleet-state.json``. All runs draw on the key's one request budget
+runs those whose slot is due and who have work on a few threads, applies the retention
+once a day per organization (as `run && prune` does in the single-organization cron
+line), and records what happened in ``fleet-state.json``. All runs draw on the key's one request budget
 (flipsync.ctct.budget: a file shared by every flipsync process of the key), so the
 threads together stay under the key's 4 requests/s, and each organization's daily cap
 for the cycle is its share by the rule in flipsync.fleet_plan.
@@ -282,11 +283,24 @@ class FleetRunner:
             mine["slot"] = fleet_plan.slot(s.name, cadence * 60, epoch)
             mine["slot_cadence"] = cadence
         todo.sort(key=lambda pair: -pair[0].backlog)
+        day = now.strftime("%Y-%m-%d")
+        prune = [
+            s
+            for s in surveys
+            if s.org is not None
+            and s.org.settings.state_file.exists()
+            and memory[s.name].get("pruned_day") != day
+        ]
         with ThreadPoolExecutor(
             max_workers=self.fleet.max_concurrent_orgs, thread_name_prefix="flipsync-org"
         ) as pool:
             for _ in pool.map(lambda pair: self._run_one(pair[0], pair[1], caps), todo):
                 pass
+            for name, done in zip(
+                [s.name for s in prune], pool.map(self._prune_one, prune), strict=True
+            ):
+                if done:
+                    memory[name]["pruned_day"] = day
         report.interrupted = self.stop.is_set()
         for s, result in todo:
             if result.status != "not_started":
@@ -301,6 +315,28 @@ class FleetRunner:
         save_fleet_state(self.fleet.state_path, state)
         report.finished_at = iso(self.clock())
         return report
+
+    def _prune_one(self, s: Survey) -> bool:
+        """Once a day per organization, what `flipsync prune` after `run` does in cron.
+
+        Never a failure of the organization's run: a problem is logged and retried next cycle.
+        """
+        from flipsync.lock import hold_lock
+        from flipsync.retention import prune
+
+        if self.stop.is_set() or s.org is None:
+            return False
+        settings = s.org.settings
+        try:
+            with (
+                hold_lock(settings.lock_file, "prune"),
+                StateDB.open(settings.state_file, create=False) as state,
+            ):
+                prune(state, days=settings.run.retention_days, now=self.clock())
+        except FlipsyncError as exc:
+            log.warning("fleet_prune_failed", organization=s.name, message=str(exc))
+            return False
+        return True
 
     def _run_one(self, s: Survey, result: OrgResult, caps: Mapping[str, int]) -> None:
         if self.stop.is_set():

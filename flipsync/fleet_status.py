@@ -119,7 +119,7 @@ def org_status(
     batches: list[datetime] = []
     if settings.state_file.exists():
         try:
-            with StateDB.open(settings.state_file, create=False) as state:
+            with StateDB.open(settings.state_file, create=False, readonly=True) as state:
                 row.backlog = state.inbox_pending_count()
                 row.oldest_waiting = oldest = state.oldest_waiting()
                 runs = state.recent_runs(5)

@@ -387,3 +387,27 @@ def test_a_short_budget_stretches_large_backlogs_first_and_status_says_so(fb: Fl
     code, out = fleet_cli(fb, "status")
     assert code == 0
     assert "note: large: cadence stretched to 120 min" in out
+
+
+def test_retention_applies_once_a_day_per_org_as_run_and_prune_does_in_cron(
+    fb: FleetBox,
+) -> None:
+    fb.add("a")
+    fb.add("b")
+    fb.ingest("a", [payload("x@example.org")])
+    fb.ingest("b", [])
+    first = fb.runner().cycle()
+    assert {r.name: r.status for r in first.results} == {"a": "ok", "b": "idle"}
+    memory = load_fleet_state(fb.root / "fleet-state.json")["orgs"]
+    today = fb.clock().strftime("%Y-%m-%d")
+    assert memory["a"]["pruned_day"] == memory["b"]["pruned_day"] == today
+    with fb.state("a") as state:
+        assert len(state.recent_runs()) == 1
+        assert len(state.outcomes_for("x@example.org")) == 1  # recent: kept
+    fb.offset = timedelta(days=400)  # a year later: the first run's records are past retention
+    fb.runner().cycle()
+    memory = load_fleet_state(fb.root / "fleet-state.json")["orgs"]
+    assert memory["a"]["pruned_day"] == fb.clock().strftime("%Y-%m-%d")
+    with fb.state("a") as state:
+        assert state.outcomes_for("x@example.org") == []
+        assert all(r["started_at"][:10] != today for r in state.recent_runs())
