@@ -258,7 +258,8 @@ class FleetRunner:
         report = CycleReport(started_at=iso(now))
         state = load_fleet_state(self.fleet.state_path)
         memory: dict[str, Any] = state["orgs"]
-        surveys = [survey(self.fleet, n, now) for n in (names or org_names(self.fleet))]
+        every = org_names(self.fleet)
+        surveys = [survey(self.fleet, n, now) for n in (names or every)]
         cadences, caps, report.forecast = self.plan(surveys, now)
         epoch = now.timestamp()
         todo: list[tuple[Survey, OrgResult]] = []
@@ -309,7 +310,7 @@ class FleetRunner:
         for result in report.results:
             if result.status not in ("not_due", "not_started"):
                 remember(memory.setdefault(result.name, {}), result, now)
-        for gone in set(memory) - {s.name for s in surveys}:
+        for gone in set(memory) - set(every):  # removed from the fleet
             del memory[gone]
         state["updated_at"] = iso(self.clock())
         save_fleet_state(self.fleet.state_path, state)

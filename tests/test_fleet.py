@@ -340,13 +340,26 @@ def test_fleet_status_rows_and_key_totals(fb: FleetBox) -> None:
 
 def test_fleet_run_cli_prints_each_org_and_keeps_its_memory_private(fb: FleetBox) -> None:
     fb.add("a")
+    fb.add("b")
     fb.ingest("a", [])
     code, out = fleet_cli(fb, "run", "--json")
     assert code == 0, out
     data = json.loads(out)
-    assert data["counts"] == {"idle": 1}
+    assert data["counts"] == {"idle": 2}
     mode = os.stat(fb.root / "fleet-state.json").st_mode
     assert stat.S_IMODE(mode) == 0o600
+    # --org runs only the ones named and forgets nothing about the others.
+    fb.offset = timedelta(minutes=15)
+    only = fb.runner().cycle(["a"])
+    assert [r.name for r in only.results] == ["a"]
+    memory = load_fleet_state(fb.root / "fleet-state.json")["orgs"]
+    assert set(memory) == {"a", "b"}
+    # An organization removed from the fleet is forgotten.
+    import shutil
+
+    shutil.rmtree(fb.root / "orgs" / "b")
+    fb.runner().cycle()
+    assert set(load_fleet_state(fb.root / "fleet-state.json")["orgs"]) == {"a"}
 
 
 def test_stopped_cycle_starts_no_org_and_the_next_cycle_runs_them(fb: FleetBox) -> None:
