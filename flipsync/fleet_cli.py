@@ -228,7 +228,7 @@ def _age(moment: str | None, now: Any) -> str:
 def fleet_serve(ctx: click.Context, host: str | None, port: int | None, threads: int) -> None:
     """Receive every organization's webhooks on POST /<org>/flipcause/<secret>; SIGHUP reloads."""
     from flipsync.fleet_receiver import serve_fleet
-    from flipsync.metrics import render
+    from flipsync.metrics import CachedMetrics, render
 
     settings = _load(ctx)
 
@@ -242,5 +242,5 @@ def fleet_serve(ctx: click.Context, host: str | None, port: int | None, threads:
         port=settings.receiver.port if port is None else port,
         threads=threads,
         announce=say,
-        metrics=lambda: render(settings),
+        metrics=CachedMetrics(lambda: render(settings)),
     )

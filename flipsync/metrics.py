@@ -8,6 +8,8 @@ always agree with what an operator sees. Counters come from the scheduler's memo
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -113,3 +115,34 @@ def write_textfile(fleet: FleetSettings, path: Path) -> None:
     """Write the metrics for node_exporter's textfile collector (atomically, by rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     write_to_textfile(str(path), registry(fleet))
+
+
+class CachedMetrics:
+    """``render`` at most once per ``ttl`` seconds, for the receiver's ``/metrics``.
+
+    A scrape reads every organization's config, token file and state DB (a few ms each);
+    with hundreds of organizations and several scrapers that adds up, and the numbers only
+    change when a run or a webhook happens, so a short cache costs no real freshness.
+    """
+
+    def __init__(
+        self,
+        produce: Callable[[], bytes],
+        *,
+        ttl: float = 15.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._produce = produce
+        self._ttl = ttl
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._at: float | None = None
+        self._data = b""
+
+    def __call__(self) -> bytes:
+        with self._lock:
+            now = self._monotonic()
+            if self._at is None or now - self._at >= self._ttl:
+                self._data = self._produce()
+                self._at = now
+            return self._data

@@ -298,3 +298,22 @@ def test_fleet_run_writes_the_textfile_and_the_alert_rules_use_real_metrics(
         for name in re.findall(r"flipsync_\w+", rule["expr"])
     }
     assert used and used <= exposed, used - exposed
+
+
+def test_metrics_are_rendered_at_most_once_per_ttl() -> None:
+    from flipsync.metrics import CachedMetrics
+
+    now = [100.0]
+    renders: list[bytes] = []
+
+    def produce() -> bytes:
+        renders.append(f"n {len(renders)}\n".encode())
+        return renders[-1]
+
+    cached = CachedMetrics(produce, ttl=15, monotonic=lambda: now[0])
+    assert cached() == b"n 0\n"
+    now[0] += 14.9
+    assert cached() == b"n 0\n"
+    now[0] += 0.1
+    assert cached() == b"n 1\n"
+    assert len(renders) == 2
