@@ -98,6 +98,7 @@ class Survey:
     name: str
     org: FleetOrg | None = None
     problem: str | None = None
+    problem_kind: str = "config"  # or "state": the state DB cannot be read
     backlog: int = 0
     work: bool = False
 
@@ -121,7 +122,7 @@ def survey(fleet: FleetSettings, name: str, now: datetime) -> Survey:
             found.backlog = state.inbox_pending_count()
             found.work = has_work(state, now)
     except FlipsyncError as exc:
-        found.problem = str(exc)
+        found.problem, found.problem_kind = str(exc), "state"
     return found
 
 
@@ -275,7 +276,7 @@ class FleetRunner:
             if not fleet_plan.is_due(s.name, cadence * 60, epoch, last):
                 continue
             if s.problem is not None:
-                result.status, result.message = "config", s.problem
+                result.status, result.message = s.problem_kind, s.problem
             elif not s.work:
                 result.status = "idle"
             else:

@@ -424,3 +424,15 @@ def test_retention_applies_once_a_day_per_org_as_run_and_prune_does_in_cron(
     with fb.state("a") as state:
         assert state.outcomes_for("x@example.org") == []
         assert all(r["started_at"][:10] != today for r in state.recent_runs())
+
+
+def test_an_unreadable_state_db_is_reported_as_such_and_stops_nobody(fb: FleetBox) -> None:
+    fb.add("torn")
+    fb.add("fine")
+    fb.ingest("fine", [payload("f@example.org")])
+    (fb.root / "orgs" / "torn" / "state" / "torn.db").write_bytes(b"not a database at all" * 10)
+    report = fb.runner().cycle()
+    status = {r.name: r for r in report.results}
+    assert status["fine"].status == "ok"
+    assert status["torn"].status == "state"
+    assert "torn.db" in (status["torn"].message or "")
