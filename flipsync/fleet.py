@@ -26,9 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from flipsync.config import Settings, load_settings
+from flipsync.config import Settings, load_settings, read_yaml
 from flipsync.errors import ConfigError, FlipsyncError, InputError
 
 FLEET_FILE = "fleet.yaml"
@@ -234,15 +232,7 @@ def parse_fleet(raw: Any, root: Path) -> FleetSettings:
 def load_fleet(root: Path | str) -> FleetSettings:
     """Read ``<root>/fleet.yaml``; ConfigError naming the file and every problem."""
     root = Path(root).expanduser().resolve()
-    path = root / FLEET_FILE
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(
-            str(path), ["file not found; create it (see contrib/fleet.example.yaml)"]
-        ) from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(str(path), [f"cannot read it: {exc}"]) from None
+    raw = read_yaml(root / FLEET_FILE, "create it from contrib/fleet/fleet.example.yaml")
     return parse_fleet(raw, root)
 
 

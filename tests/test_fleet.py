@@ -436,3 +436,12 @@ def test_an_unreadable_state_db_is_reported_as_such_and_stops_nobody(fb: FleetBo
     assert status["fine"].status == "ok"
     assert status["torn"].status == "state"
     assert "torn.db" in (status["torn"].message or "")
+
+
+def test_a_missing_or_broken_fleet_yaml_names_the_file_and_the_fix(fb: FleetBox) -> None:
+    (fb.root / "fleet.yaml").write_text("application_key: [\n", encoding="utf-8")
+    code, out = fleet_cli(fb, "status")
+    assert code == 2 and "fleet.yaml" in out and "not valid YAML at line" in out
+    (fb.root / "fleet.yaml").unlink()
+    code, out = fleet_cli(fb, "run")
+    assert code == 2 and "contrib/fleet/fleet.example.yaml" in out
