@@ -317,3 +317,42 @@ def test_metrics_are_rendered_at_most_once_per_ttl() -> None:
     now[0] += 0.1
     assert cached() == b"n 1\n"
     assert len(renders) == 2
+
+
+def test_an_org_removed_mid_request_still_stores_it_then_its_writer_closes(
+    app: FleetReceiver, fb: FleetBox
+) -> None:
+    body = body_of("late@south.example")
+    reading, release = threading.Event(), threading.Event()
+
+    class SlowBody(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            reading.set()
+            assert release.wait(10)
+            return super().read(size)
+
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": f"/south/flipcause/{fb.secrets['south']}",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": SlowBody(body),
+    }
+    got: dict[str, str] = {}
+
+    def request() -> None:
+        app(environ, lambda status, headers, exc_info=None: got.update(status=status))
+
+    (south_route,) = [r for n, r in app._routes.items() if n == "south"]
+    worker = threading.Thread(target=request)
+    worker.start()
+    assert reading.wait(10)
+    (fb.root / "orgs" / "south" / "flipsync.yaml").unlink()
+    app.reload()  # south is gone from the routes while its request is in flight
+    assert app.organizations() == ["north"]
+    assert not south_route.receiver.writer.closed
+    release.set()
+    worker.join(10)
+    assert got["status"].startswith("200")
+    assert stored(fb, "south") == ["late@south.example"]
+    assert south_route.receiver.writer.closed  # closed by its last request, not before
