@@ -329,16 +329,43 @@ def load_org(fleet: FleetSettings, name: str) -> FleetOrg:
     return FleetOrg(name, replace(settings, constant_contact=cc), environ)
 
 
+def clashes(orgs: Mapping[str, Settings]) -> dict[str, list[str]]:
+    """Organizations that share a state file, token file or lock: their records would mix.
+
+    Each organization must own its files (invariant 6), so every party to a clash is named.
+    """
+    found: dict[str, list[str]] = {}
+    paths = {
+        "state_file": {n: s.state_file for n, s in orgs.items()},
+        "constant_contact.token_file": {n: s.constant_contact.token_file for n, s in orgs.items()},
+    }
+    for what, by_org in paths.items():
+        owners: dict[Path, list[str]] = {}
+        for name, path in by_org.items():
+            owners.setdefault(Path(path).resolve(), []).append(name)
+        for path, names in owners.items():
+            if len(names) > 1:
+                for name in names:
+                    others = ", ".join(n for n in names if n != name)
+                    found.setdefault(name, []).append(
+                        f"`{what}` {path} is also {others}'s; every organization needs its own "
+                        "(or their records and logins would mix)"
+                    )
+    return found
+
+
 def check_fleet(fleet: FleetSettings) -> dict[str, list[str]]:
     """Every organization's problems at once (config, name, key, webhook secret, login)."""
     from flipsync.ctct.auth import read_token_file
     from flipsync.receiver import read_webhook_secret
 
     found: dict[str, list[str]] = {}
+    loaded: dict[str, Settings] = {}
     for name in org_names(fleet):
         problems: list[str] = []
         try:
             org = load_org(fleet, name)
+            loaded[name] = org.settings
             read_webhook_secret(org.settings, org.environ)
         except ConfigError as exc:
             problems.extend(exc.problems)
@@ -351,7 +378,9 @@ def check_fleet(fleet: FleetSettings) -> dict[str, list[str]]:
                 problems.append(f"login: {exc}")
         if problems:
             found[name] = problems
-    return found
+    for name, problems in clashes(loaded).items():
+        found.setdefault(name, []).extend(problems)
+    return dict(sorted(found.items()))
 
 
 # -- scaffolding ------------------------------------------------------------------------------

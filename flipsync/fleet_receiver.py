@@ -43,7 +43,7 @@ from flipsync.config import (
     Settings,
 )
 from flipsync.errors import ConfigError, FlipsyncError
-from flipsync.fleet import FleetSettings, load_org, org_names
+from flipsync.fleet import FleetSettings, clashes, load_org, org_names
 from flipsync.inbox_writer import GroupCommitWriter
 from flipsync.receiver import (
     HEALTH_PATH,
@@ -67,6 +67,13 @@ class _Route:
     receiver: Receiver
     state_file: Path
     secret: str
+    settings: Settings
+
+
+def _discard(route: _Route, previous: _Route | None) -> None:
+    """Close a route's writer that nothing serves (one started for a refused organization)."""
+    if previous is None or previous.receiver.writer is not route.receiver.writer:
+        route.receiver.writer.close()
 
 
 class FleetReceiver:
@@ -108,6 +115,14 @@ class FleetReceiver:
                     problems[name] = [str(exc)]
                 if name in problems and name in old:
                     new[name] = old[name]
+            for name, found in clashes(
+                {n: r.settings for n, r in new.items() if n not in problems}
+            ).items():
+                problems.setdefault(name, []).extend(found)
+                if name in old and new[name].state_file == old[name].state_file:
+                    new[name] = old[name]  # served before the clash: keep it as it was
+                else:
+                    _discard(new.pop(name), old.get(name))
             kept = {id(r.receiver.writer) for r in new.values()}
             with self._lock:
                 self._routes = new
@@ -147,7 +162,7 @@ class FleetReceiver:
             id_field=settings.flipcause.fields.webhook_record_id,
             max_body_bytes=settings.intake.max_body_bytes,
         )
-        return _Route(receiver, settings.state_file, secret)
+        return _Route(receiver, settings.state_file, secret, settings)
 
     def organizations(self) -> list[str]:
         """The organizations currently served."""

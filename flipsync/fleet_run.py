@@ -39,7 +39,7 @@ from flipsync.errors import (
     QuotaExceeded,
     ReauthRequired,
 )
-from flipsync.fleet import FleetOrg, FleetSettings, load_org, org_names
+from flipsync.fleet import FleetOrg, FleetSettings, clashes, load_org, org_names
 from flipsync.state import StateDB, iso, utcnow
 from flipsync.tasks import ClientFactory, has_work, run_organization
 
@@ -261,6 +261,10 @@ class FleetRunner:
         memory: dict[str, Any] = state["orgs"]
         every = org_names(self.fleet)
         surveys = [survey(self.fleet, n, now) for n in (names or every)]
+        mixed = clashes({s.name: s.org.settings for s in surveys if s.org is not None})
+        for s in surveys:
+            if s.name in mixed:
+                s.problem, s.problem_kind = "; ".join(mixed[s.name]), "config"
         cadences, caps, report.forecast = self.plan(surveys, now)
         epoch = now.timestamp()
         todo: list[tuple[Survey, OrgResult]] = []

@@ -68,9 +68,9 @@ class FleetBox:
             "budget_file": "own-budget-ignored-in-a-fleet.json",
             **overrides.pop("constant_contact", {}),
         }
+        overrides.setdefault("state_file", f"state/{name}.db")
         data = config_dict(
             organization=name,
-            state_file=f"state/{name}.db",
             constant_contact=cc,
             intake={"webhook_secret_env": "FLIPSYNC_WEBHOOK_SECRET"},
             **overrides,

@@ -445,3 +445,23 @@ def test_a_missing_or_broken_fleet_yaml_names_the_file_and_the_fix(fb: FleetBox)
     (fb.root / "fleet.yaml").unlink()
     code, out = fleet_cli(fb, "run")
     assert code == 2 and "contrib/fleet/fleet.example.yaml" in out
+
+
+def test_two_orgs_sharing_a_state_file_are_refused_so_records_cannot_mix(fb: FleetBox) -> None:
+    fb.add("one")
+    fb.add("two", state_file="../one/state/one.db")
+    fb.add("three")
+    fb.ingest("one", [payload("o@example.org")])
+    fb.ingest("three", [payload("t@example.org")])
+    code, out = fleet_cli(fb, "check")
+    assert code == 2
+    assert any(
+        line.startswith("one: `state_file`") and "is also two's" in line
+        for line in out.splitlines()
+    )
+    assert any(line.startswith("two: `state_file`") for line in out.splitlines())
+    report = fb.runner().cycle()
+    status = {r.name: r.status for r in report.results}
+    assert status == {"one": "config", "two": "config", "three": "ok"}
+    assert fb.boxes["one"].sandbox.contacts() == []
+    assert fb.boxes["two"].sandbox.contacts() == []

@@ -356,3 +356,18 @@ def test_an_org_removed_mid_request_still_stores_it_then_its_writer_closes(
     assert got["status"].startswith("200")
     assert stored(fb, "south") == ["late@south.example"]
     assert south_route.receiver.writer.closed  # closed by its last request, not before
+
+
+def test_a_new_org_pointing_at_anothers_state_db_is_refused_and_the_other_kept(
+    app: FleetReceiver, fb: FleetBox
+) -> None:
+    fb.add("copycat", state_file="../north/state/north.db")
+    problems = app.reload()
+    assert "is also copycat's" in " ".join(problems["north"])
+    assert "is also north's" in " ".join(problems["copycat"])
+    assert app.organizations() == ["north", "south"]
+    north = fb.secrets["north"]
+    assert call(app, "POST", f"/north/flipcause/{north}", body_of("n@north.example"))[0] == 200
+    copycat = fb.secrets["copycat"]
+    assert call(app, "POST", f"/copycat/flipcause/{copycat}", body_of("c@x.example"))[0] == 404
+    assert stored(fb, "north") == ["n@north.example"]
