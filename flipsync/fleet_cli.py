@@ -112,7 +112,6 @@ def fleet_run(ctx: click.Context, as_json: bool, only: tuple[str, ...]) -> None:
     """Run the organizations that are due, several at once under the key's one budget (cron)."""
     from flipsync.cli import build_client
     from flipsync.fleet_run import FleetRunner
-    from flipsync.lock import hold_lock
     from flipsync.metrics import write_textfile
 
     settings = _load(ctx)
@@ -123,10 +122,9 @@ def fleet_run(ctx: click.Context, as_json: bool, only: tuple[str, ...]) -> None:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        with hold_lock(settings.root / "fleet.lock", "fleet run"):
-            report = FleetRunner(settings, build_client, stop=stop).cycle(list(only) or None)
-            if settings.metrics_textfile is not None:
-                write_textfile(settings, settings.metrics_textfile)
+        report = FleetRunner(settings, build_client, stop=stop).cycle(list(only) or None)
+        if settings.metrics_textfile is not None:
+            write_textfile(settings, settings.metrics_textfile)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -254,11 +254,15 @@ class FleetRunner:
         return cadences, caps, fc
 
     def cycle(self, names: list[str] | None = None) -> CycleReport:
-        """Survey, pick the due organizations, run them on threads, record the results."""
+        """Survey, pick the due organizations, run them on threads, record the results.
+
+        Cycles may overlap (a long backfill keeps one going while cron starts the next):
+        each organization's own lock keeps its runs apart (the later one reports it
+        ``locked`` and leaves it due), and the memory is merged under a short lock at the end.
+        """
         now = self.clock()
         report = CycleReport(started_at=iso(now))
-        state = load_fleet_state(self.fleet.state_path)
-        memory: dict[str, Any] = state["orgs"]
+        memory: dict[str, Any] = load_fleet_state(self.fleet.state_path)["orgs"]
         every = org_names(self.fleet)
         surveys = [survey(self.fleet, n, now) for n in (names or every)]
         mixed = clashes({s.name: s.org.settings for s in surveys if s.org is not None})
@@ -268,16 +272,13 @@ class FleetRunner:
         cadences, caps, report.forecast = self.plan(surveys, now)
         epoch = now.timestamp()
         todo: list[tuple[Survey, OrgResult]] = []
+        slots: dict[str, tuple[int, int]] = {}
         for s in surveys:
             cadence = cadences[s.name]
             result = OrgResult(s.name, "not_due", backlog=s.backlog, cadence_minutes=cadence)
             result.share = caps.get(s.name)
             report.results.append(result)
-            mine = memory.setdefault(s.name, {})
-            mine["cadence_minutes"] = cadence
-            mine["backlog"] = s.backlog
-            last = mine.get("slot") if mine.get("slot_cadence") == cadence else None
-            if not fleet_plan.is_due(s.name, cadence * 60, epoch, last):
+            if not _due(s.name, cadence, epoch, memory.get(s.name) or {}, now):
                 continue
             if s.problem is not None:
                 result.status, result.message = s.problem_kind, s.problem
@@ -286,41 +287,65 @@ class FleetRunner:
             else:
                 todo.append((s, result))
                 continue
-            mine["slot"] = fleet_plan.slot(s.name, cadence * 60, epoch)
-            mine["slot_cadence"] = cadence
+            slots[s.name] = (fleet_plan.slot(s.name, cadence * 60, epoch), cadence)
         todo.sort(key=lambda pair: -pair[0].backlog)
         day = now.strftime("%Y-%m-%d")
         prune = [
             s
             for s in surveys
             if s.org is not None
+            and s.problem is None
             and s.org.settings.state_file.exists()
-            and memory[s.name].get("pruned_day") != day
+            and (memory.get(s.name) or {}).get("pruned_day") != day
         ]
         with ThreadPoolExecutor(
             max_workers=self.fleet.max_concurrent_orgs, thread_name_prefix="flipsync-org"
         ) as pool:
             for _ in pool.map(lambda pair: self._run_one(pair[0], pair[1], caps), todo):
                 pass
-            for name, done in zip(
-                [s.name for s in prune], pool.map(self._prune_one, prune), strict=True
-            ):
-                if done:
-                    memory[name]["pruned_day"] = day
+            done = list(pool.map(self._prune_one, prune))
+        pruned = {s.name for s, ok in zip(prune, done, strict=True) if ok}
         report.interrupted = self.stop.is_set()
         for s, result in todo:
-            if result.status != "not_started":
-                memory[s.name]["slot"] = fleet_plan.slot(s.name, result.cadence_minutes * 60, epoch)
-                memory[s.name]["slot_cadence"] = result.cadence_minutes
-        for result in report.results:
-            if result.status not in ("not_due", "not_started"):
-                remember(memory.setdefault(result.name, {}), result, now)
-        for gone in set(memory) - set(every):  # removed from the fleet
-            del memory[gone]
-        state["updated_at"] = iso(self.clock())
-        save_fleet_state(self.fleet.state_path, state)
+            if result.status not in ("not_started", "locked"):
+                slot = fleet_plan.slot(s.name, result.cadence_minutes * 60, epoch)
+                slots[s.name] = (slot, result.cadence_minutes)
+        self._record(report, surveys, cadences, slots, pruned, every, now)
         report.finished_at = iso(self.clock())
         return report
+
+    def _record(
+        self,
+        report: CycleReport,
+        surveys: list[Survey],
+        cadences: Mapping[str, int],
+        slots: Mapping[str, tuple[int, int]],
+        pruned: set[str],
+        every: list[str],
+        now: datetime,
+    ) -> None:
+        """Merge this cycle into ``fleet-state.json`` (re-read under its lock: cycles overlap)."""
+        from flipsync.lock import hold_lock
+
+        lock = self.fleet.state_path.with_name(self.fleet.state_path.name + ".lock")
+        with hold_lock(lock, "fleet state update", wait_seconds=60):
+            state = load_fleet_state(self.fleet.state_path)
+            memory: dict[str, Any] = state["orgs"]
+            for s in surveys:
+                mine = memory.setdefault(s.name, {})
+                mine["cadence_minutes"] = cadences[s.name]
+                mine["backlog"] = s.backlog
+                if s.name in slots:
+                    mine["slot"], mine["slot_cadence"] = slots[s.name]
+                if s.name in pruned:
+                    mine["pruned_day"] = now.strftime("%Y-%m-%d")
+            for result in report.results:
+                if result.status not in ("not_due", "not_started"):
+                    remember(memory.setdefault(result.name, {}), result, now)
+            for gone in set(memory) - set(every):  # removed from the fleet
+                del memory[gone]
+            state["updated_at"] = iso(self.clock())
+            save_fleet_state(self.fleet.state_path, state)
 
     def _prune_one(self, s: Survey) -> bool:
         """Once a day per organization, what `flipsync prune` after `run` does in cron.
@@ -392,13 +417,23 @@ class FleetRunner:
             result.seconds = time.monotonic() - started
 
 
+def _due(name: str, cadence: int, epoch: float, mine: Mapping[str, Any], now: datetime) -> bool:
+    """Due in this slot; after a cadence change, due once the new cadence passed since the last run."""
+    if mine.get("slot_cadence") == cadence:
+        return fleet_plan.is_due(name, cadence * 60, epoch, mine.get("slot"))
+    since = seconds_since(mine.get("last_run_at"), now)
+    return since is None or since >= cadence * 60
+
+
 def remember(mine: dict[str, Any], result: OrgResult, now: datetime) -> None:
     """Fold one result into the organization's memory: last result and counters."""
+    runs = mine.setdefault("runs", {})
+    runs[result.status] = runs.get(result.status, 0) + 1
+    if result.status == "locked":
+        return  # it did not run here (another process had it): not its last run
     mine["last_run_at"] = iso(now)
     mine["last_status"] = result.status
     mine["last_message"] = result.message
-    runs = mine.setdefault("runs", {})
-    runs[result.status] = runs.get(result.status, 0) + 1
     if result.status in GOOD:
         mine["last_good_at"] = iso(now)
         mine["consecutive_failures"] = 0

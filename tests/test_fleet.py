@@ -465,3 +465,23 @@ def test_two_orgs_sharing_a_state_file_are_refused_so_records_cannot_mix(fb: Fle
     assert status == {"one": "config", "two": "config", "three": "ok"}
     assert fb.boxes["one"].sandbox.contacts() == []
     assert fb.boxes["two"].sandbox.contacts() == []
+
+
+def test_an_org_still_running_from_an_earlier_cycle_is_locked_not_failed_and_stays_due(
+    fb: FleetBox,
+) -> None:
+    from flipsync.lock import hold_lock
+
+    fb.add("busy")
+    fb.add("other")
+    fb.ingest("busy", [payload("b@example.org")])
+    fb.ingest("other", [payload("o@example.org")])
+    with hold_lock(fb.root / "orgs" / "busy" / "state" / "busy.db.lock", "run"):
+        report = fb.runner().cycle()  # the earlier cycle still holds busy
+    assert {r.name: r.status for r in report.results} == {"busy": "locked", "other": "ok"}
+    assert report.failures == []
+    again = fb.runner().cycle()
+    assert {r.name: r.status for r in again.results} == {"busy": "ok", "other": "not_due"}
+    memory = load_fleet_state(fb.root / "fleet-state.json")["orgs"]
+    assert memory["busy"]["runs"] == {"locked": 1, "ok": 1}
+    assert memory["busy"]["consecutive_failures"] == 0
