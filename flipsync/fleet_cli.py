@@ -18,6 +18,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 
+from flipsync import logs
 from flipsync.errors import ExitCode
 from flipsync.fleet import FleetSettings, load_fleet
 
@@ -128,10 +129,19 @@ def fleet_run(ctx: click.Context, as_json: bool, only: tuple[str, ...]) -> None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    data = report.as_dict()
     if as_json:
-        click.echo(json.dumps(report.as_dict(), indent=2))
+        click.echo(json.dumps(data, indent=2))
+    elif logs.reports_as_events():  # cron, JSON logs: one machine-readable line
+        logs.emit(
+            "fleet_run_finished",
+            level="error" if report.failures else "info",
+            counts=data["counts"],
+            requests=data["requests"],
+            failed={r.name: r.status for r in report.failures},
+        )
     else:
-        click.echo(_render_cycle(report.as_dict()))
+        click.echo(_render_cycle(data))
     if report.interrupted:
         sys.exit(int(ExitCode.INTERRUPTED))
 

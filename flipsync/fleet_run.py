@@ -30,7 +30,7 @@ from typing import Any
 
 import structlog
 
-from flipsync import fleet_plan
+from flipsync import fleet_plan, logs
 from flipsync.ctct.budget import KeyBudget, default_budget_file
 from flipsync.errors import (
     ConfigError,
@@ -40,6 +40,7 @@ from flipsync.errors import (
     ReauthRequired,
 )
 from flipsync.fleet import FleetOrg, FleetSettings, clashes, load_org, org_names
+from flipsync.report import report_level, run_summary
 from flipsync.state import StateDB, iso, utcnow
 from flipsync.tasks import ClientFactory, has_work, run_organization
 
@@ -396,6 +397,8 @@ class FleetRunner:
                     clock=self.clock,
                     sleep=self.sleep,
                 )
+                if run.run_id and logs.reports_as_events():  # the cron log, as `run` writes it
+                    logs.emit("run_finished", level=report_level(run), **run_summary(run))
             result.status = run.status
             result.message = run.message
             result.records = run.records_read

@@ -485,3 +485,41 @@ def test_an_org_still_running_from_an_earlier_cycle_is_locked_not_failed_and_sta
     memory = load_fleet_state(fb.root / "fleet-state.json")["orgs"]
     assert memory["busy"]["runs"] == {"locked": 1, "ok": 1}
     assert memory["busy"]["consecutive_failures"] == 0
+
+
+def test_in_cron_each_org_run_and_the_cycle_are_one_json_line_each(fb: FleetBox) -> None:
+    fb.write_fleet(requests_per_second=4)
+    fb.add("quiet")
+    fb.add("broken")
+    (fb.root / "orgs" / "broken" / "flipsync.yaml").write_text("policy: [\n", encoding="utf-8")
+    fb.ingest("quiet", [])
+    result = CliRunner().invoke(
+        cli, ["--log-format", "json", "fleet", "--fleet", str(fb.root), "run"]
+    )
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    (summary,) = [e for e in events if e["event"] == "fleet_run_finished"]
+    assert summary["counts"] == {"config": 1, "idle": 1}
+    assert summary["failed"] == {"broken": "config"}
+    assert summary["level"] == "error"
+
+
+def test_each_org_run_is_its_own_run_finished_event_with_its_organization(
+    fb: FleetBox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flipsync import logs
+
+    fb.add("north")
+    fb.add("south")
+    fb.ingest("north", [payload("ann@north.example")])
+    fb.ingest("south", [payload("sam@south.example")])
+    logs.configure("warning", "json")
+    try:
+        fb.runner().cycle()
+    finally:
+        logs.configure("warning", "console")
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    finished = {e["organization"]: e for e in events if e["event"] == "run_finished"}
+    assert set(finished) == {"north", "south"}
+    assert finished["north"]["status"] == "ok" and finished["north"]["records"]["read"] == 1
+    assert "ann@north.example" not in json.dumps(events)  # counts and ids, no personal data
