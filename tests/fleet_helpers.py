@@ -39,6 +39,9 @@ class FleetBox:
     # Every request start the key's budget granted (wall time + wait), across all threads.
     starts: list[float] = field(default_factory=list)
     built: list[Settings] = field(default_factory=list)
+    # The fleet's clock stands still unless a test moves it (offset): whether an organization
+    # is due must not depend on how long the test took.
+    base: datetime = field(default_factory=utcnow)
     offset: timedelta = timedelta(0)
 
     def write_fleet(self, **overrides: Any) -> None:
@@ -99,7 +102,7 @@ class FleetBox:
             )
 
     def clock(self) -> datetime:
-        return utcnow() + self.offset
+        return self.base + self.offset
 
     def client(self, settings: Settings) -> ConstantContactClient:
         """Like flipsync.cli.build_client, but the key's budget records instead of sleeping."""
