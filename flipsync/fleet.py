@@ -106,6 +106,17 @@ class FleetSettings:
             return self.env_dir / f"{name}.env"
         return self.org_dir(name) / ORG_ENV
 
+    @property
+    def key_budget_file(self) -> Path:
+        """The key's one budget file: ``budget_file``, else the machine's default for the key.
+
+        The default is the file single-organization runs of the key use too, so a fleet and
+        any `flipsync run` of the same key beside it share one limiter.
+        """
+        from flipsync.ctct.budget import default_budget_file
+
+        return self.budget_file or default_budget_file(self.application_key)
+
     def cadence_for(self, name: str) -> int:
         """The organization's cadence in minutes (its override, else the fleet's default)."""
         return int(self.cadence_overrides.get(name, self.cadence_minutes))
@@ -322,7 +333,7 @@ def load_org(fleet: FleetSettings, name: str) -> FleetOrg:
         raise ConfigError(str(path), found)
     cc = replace(
         settings.constant_contact,
-        budget_file=fleet.budget_file or settings.constant_contact.budget_file,
+        budget_file=fleet.key_budget_file,
         requests_per_second=fleet.requests_per_second,
         daily_request_budget=fleet.daily_request_budget,
     )

@@ -31,7 +31,7 @@ from typing import Any
 import structlog
 
 from flipsync import fleet_plan, logs
-from flipsync.ctct.budget import KeyBudget, default_budget_file
+from flipsync.ctct.budget import KeyBudget
 from flipsync.errors import (
     ConfigError,
     FlipsyncError,
@@ -81,7 +81,7 @@ def save_fleet_state(path: Path, data: Mapping[str, Any]) -> None:
 def key_budget(fleet: FleetSettings, organization: str = "-fleet-") -> KeyBudget:
     """The key's one budget file, as every organization's client uses it."""
     return KeyBudget(
-        fleet.budget_file or default_budget_file(fleet.application_key),
+        fleet.key_budget_file,
         organization=organization,
         rate_per_second=fleet.requests_per_second,
         daily_limit=fleet.daily_request_budget,

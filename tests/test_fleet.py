@@ -115,7 +115,7 @@ def test_fleet_add_scaffolds_an_org_that_checks_ok(fb: FleetBox) -> None:
 
 
 def test_an_org_uses_the_key_budget_of_the_fleet_whatever_its_own_config_says(
-    fb: FleetBox,
+    fb: FleetBox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fb.write_fleet(daily_request_budget=5000, requests_per_second=2)
     fb.add("a")
@@ -123,6 +123,12 @@ def test_an_org_uses_the_key_budget_of_the_fleet_whatever_its_own_config_says(
     assert cc.budget_file == fb.root / "key-budget.json"
     assert cc.daily_request_budget == 5000
     assert cc.requests_per_second == 2
+    # Without budget_file: the machine's file of the key, as `flipsync run` of the key uses,
+    # never the organization's own (its config says own-budget-ignored-in-a-fleet.json).
+    monkeypatch.setenv("XDG_STATE_HOME", str(fb.root / "xdg"))
+    fb.write_fleet(budget_file=None)
+    cc = load_org(fb.fleet(), "a").settings.constant_contact
+    assert cc.budget_file == fb.root / "xdg" / "flipsync" / f"key-{KEY}.json"
 
 
 # -- the scheduler ------------------------------------------------------------------------------
