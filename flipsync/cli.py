@@ -251,29 +251,19 @@ def run(
     ctx: Context, dry_run: bool, as_json: bool, output: Path | None, max_batches: int | None
 ) -> None:
     """Sync the inbox records after the checkpoint to Constant Contact (what cron runs)."""
-    from flipsync.sync import Syncer
+    from flipsync.tasks import run_organization
 
-    settings = ctx.settings
-    with (
-        hold_lock(settings.lock_file, "dry run" if dry_run else "run"),
-        open_state(settings) as state,
-    ):
-        clock = ctx.clock
-        syncer = Syncer(
-            settings,
-            state,
-            build_client(settings, clock=clock),
-            clock=clock.now,
-            sleep=clock.sleep,
-        )
-        logs.bind(run_id=syncer.run_id)
-        try:
-            report = syncer.run(dry_run=dry_run, max_batches=max_batches)
-        finally:
-            partial = syncer.report
-            if partial is not None and (partial.status == "error"):
-                _print_report(partial, as_json=as_json, output=output)
-        _print_report(report, as_json=as_json, output=output)
+    clock = ctx.clock
+    report = run_organization(
+        ctx.settings,
+        lambda settings: build_client(settings, clock=clock),
+        dry_run=dry_run,
+        max_batches=max_batches,
+        on_failure=lambda partial: _print_report(partial, as_json=as_json, output=output),
+        clock=clock.now,
+        sleep=clock.sleep,
+    )
+    _print_report(report, as_json=as_json, output=output)
 
 
 @cli.command()
@@ -919,6 +909,15 @@ def sandbox(
         sys.stdout.flush()
 
     serve_forever(box, host, port, on_ready=ready)
+
+
+def _register_fleet() -> None:
+    from flipsync.fleet_cli import fleet
+
+    cli.add_command(fleet)
+
+
+_register_fleet()
 
 
 def main() -> None:

@@ -1101,3 +1101,19 @@ def secret_from_env(name: str | None, environ: Mapping[str, str] | None = None) 
 def is_list_id(ref: str) -> bool:
     """A list reference that looks like a Constant Contact list id (a UUID) is an id, else a name."""
     return bool(UUID_RE.match(ref))
+
+
+def read_yaml(path: Path, missing_fix: str) -> Any:
+    """Parse one YAML file of flipsync's (fleet.yaml too); ConfigError naming the file and fix."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), [f"file not found; {missing_fix}"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), [f"cannot read the file: {exc}"]) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(str(path), [f"not valid YAML{where}: {exc}"]) from None

@@ -46,6 +46,8 @@ def poll_delays(rows: int) -> Iterator[float]:
     while True:
         yield delay
         delay = min(MAX_POLL_DELAY, delay * 2)
+
+
 # An import still processing after this long is given up on and its people retried: a stuck
 # activity must not hold the checkpoint (and every later Flipcause record) for ever.
 STUCK_AFTER = timedelta(hours=6)

@@ -122,6 +122,14 @@ class KeyBudget:
                 int(data.get("organizations", {}).get(self.organization, 0)),
             )
 
+    def by_organization(self) -> dict[str, int]:
+        """Today's requests of every organization of the key (for the fleet's shares)."""
+        with self._locked() as data:
+            if data.get("day") != self._today(self._clock()):
+                return {}
+            orgs = data.get("organizations", {})
+            return {str(k): int(v) for k, v in orgs.items()} if isinstance(orgs, dict) else {}
+
 
 def default_budget_file(client_id: str) -> Path:
     """Where processes of one key meet: $XDG_STATE_HOME/flipsync (or ~/.local/state/flipsync)."""
