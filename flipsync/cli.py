@@ -263,7 +263,28 @@ def run(
         clock=clock.now,
         sleep=clock.sleep,
     )
-    _print_report(report, as_json=as_json, output=output)
+    _print_report(report, as_json=as_json, output=output, forecast=_forecast(ctx, report))
+
+
+def _forecast(ctx: Context, report: Any) -> Any:
+    """For a dry run: what the live run would cost against today's budget of the key."""
+    from flipsync import forecast
+
+    if not report.dry_run:
+        return None
+    cc = ctx.settings.constant_contact
+
+    def usage() -> tuple[int, int]:
+        used = key_budget(ctx.settings, ctx.clock).usage()
+        return used.key_total, used.organization
+
+    return forecast.build(
+        report.requests,
+        report.planned_writes,
+        usage,
+        key_budget=cc.daily_request_budget,
+        organization_budget=cc.organization_daily_request_budget,
+    )
 
 
 @cli.command()
@@ -275,6 +296,11 @@ def run(
 )
 @click.option("--until", type=click.DateTime(formats=["%Y-%m-%d"]), help="Last day (included).")
 @click.option("--dry-run", is_flag=True, help="Show what the backfill would do; write nothing.")
+@click.option(
+    "--estimate",
+    is_flag=True,
+    help="Forecast the requests from local data alone: no request, nothing written.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option(
     "--output",
@@ -288,6 +314,7 @@ def backfill(
     since: Any,
     until: Any,
     dry_run: bool,
+    estimate: bool,
     as_json: bool,
     output: Path | None,
 ) -> None:
@@ -306,6 +333,20 @@ def backfill(
         )
     settings = ctx.settings
     clock = ctx.clock
+    if estimate:
+        from flipsync import forecast
+
+        def usage() -> tuple[int, int]:
+            used = key_budget(settings, clock).usage()
+            return used.key_total, used.organization
+
+        with open_state(settings, create=False, readonly=True):
+            pass  # the same refusals as every command for a missing or broken state file
+        report, outlook = forecast.estimate_backfill(
+            settings, since.date(), until.date() if until else None, now=clock.now(), usage=usage
+        )
+        _print_report(report, as_json=as_json, output=output, forecast=outlook)
+        return
     with open_state(settings) as state:
         syncer = Syncer(
             settings,
@@ -331,22 +372,28 @@ def backfill(
             dry_run=dry_run,
             batch_guard=guard,
         )
-    _print_report(report, as_json=as_json, output=output)
+    _print_report(report, as_json=as_json, output=output, forecast=_forecast(ctx, report))
 
 
-def _print_report(report: Any, *, as_json: bool, output: Path | None) -> None:
+def _print_report(report: Any, *, as_json: bool, output: Path | None, forecast: Any = None) -> None:
     if output is not None:
         write_outcomes(output, report.outcomes)
     if as_json:
-        click.echo(json_for_terminal(report.as_dict(with_outcomes=report.dry_run)))
+        data = report.as_dict(with_outcomes=report.dry_run)
+        if forecast is not None:
+            data["forecast"] = forecast.as_dict()
+        click.echo(json_for_terminal(data))
         return
     if report.dry_run and report.outcomes:
         click.echo(render_table(report.outcomes))
         click.echo()
     if logs.reports_as_events():  # cron, JSON logs: one machine-readable line, no emails
-        logs.emit("run_finished", level=report_level(report), **run_summary(report))
+        extra = {"forecast_requests": forecast.total} if forecast is not None else {}
+        logs.emit("run_finished", level=report_level(report), **run_summary(report), **extra)
     else:
         click.echo(render_text(report))
+        if forecast is not None:
+            click.echo(for_terminal("\n".join(f"  {line}" for line in forecast.lines())))
 
 
 # -- cleanup-test-contacts ------------------------------------------------------------------
