@@ -35,6 +35,7 @@ from flipsync.emails import normalize_email
 from flipsync.errors import ConfigError, ExitCode, FlipsyncError, InputError
 from flipsync.intake import IngestReport, ingest_stream
 from flipsync.lock import hold_lock
+from flipsync.progress import for_people
 from flipsync.report import (
     render_history,
     render_ingest,
@@ -262,6 +263,7 @@ def run(
         on_failure=lambda partial: _print_report(partial, as_json=as_json, output=output),
         clock=clock.now,
         sleep=clock.sleep,
+        progress=for_people(as_json),
     )
     _print_report(report, as_json=as_json, output=output, forecast=_forecast(ctx, report))
 
@@ -354,6 +356,7 @@ def backfill(
             build_client(settings, clock=clock),
             clock=clock.now,
             sleep=clock.sleep,
+            progress=for_people(as_json),
         )
         logs.bind(run_id=syncer.run_id)
 
@@ -508,6 +511,7 @@ def ingest(ctx: Context, files: tuple[str, ...], as_json: bool, input_format: st
                         name=label,
                         source=f"file:{Path(label).name}",
                         id_field=settings.flipcause.fields.webhook_record_id,
+                        progress=for_people(as_json),
                     )
             total.add(report)
     click.echo(json_for_terminal(total.as_dict()) if as_json else render_ingest(total))

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, cast
 
+from flipsync.progress import Progress, no_progress
 from flipsync.state import StateDB, record_key_for
 
 MAX_PAYLOAD_BYTES = 1024 * 1024
@@ -256,6 +257,7 @@ def store_items(
     id_field: str,
     unit: str = "lines",
     bad_phrase: str = "are not JSON objects",
+    progress: Progress = no_progress,
 ) -> IngestReport:
     """Store (record_key, payload) items in chunks; report and remember the bad ones.
 
@@ -277,6 +279,7 @@ def store_items(
             report.added += result.added
             report.duplicates += result.duplicates
             pending.clear()
+            progress(f"{name}: payloads read", seen, None)
 
     for item in items:
         seen += 1
@@ -325,11 +328,17 @@ def keyed(
 
 
 def ingest_stream(
-    state: StateDB, stream: IO[bytes], *, name: str, source: str, id_field: str
+    state: StateDB,
+    stream: IO[bytes],
+    *,
+    name: str,
+    source: str,
+    id_field: str,
+    progress: Progress = no_progress,
 ) -> IngestReport:
     """Store every good payload of one input read from a byte stream (see store_items)."""
     items = keyed(parse_payload_stream(stream, name), id_field)
-    return store_items(state, items, name=name, source=source, id_field=id_field)
+    return store_items(state, items, name=name, source=source, id_field=id_field, progress=progress)
 
 
 def ingest_text(

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -34,6 +34,7 @@ from flipsync.errors import RequestRefused, TransientError, UnexpectedResponse
 from flipsync.mirror_export import ExportUnusable
 from flipsync.policy import Known
 from flipsync.ports import ConstantContactAPI
+from flipsync.progress import Progress, no_progress
 from flipsync.state import MirrorEntry, StateDB, iso
 
 log = structlog.get_logger(__name__)
@@ -104,6 +105,7 @@ class Knowledge:
         # that its earlier writes landed (flipsync.reconcile). None in dry runs.
         self.on_read: Callable[[Mapping[str, MirrorEntry]], None] | None = None
         self._read_this_run = False
+        self.progress: Progress = no_progress
 
     @property
     def mirror_complete(self) -> bool:
@@ -257,11 +259,13 @@ class Knowledge:
         now = self.clock()
         by_name = {lst.name: lst.list_id for lst in self.api.list_lists()}
         rows = self.state.replace_mirror(
-            mirror_export.entries(
-                mirror_export.export_rows(self.api, None, self.sleep),
-                deleted=False,
-                list_ids_by_name=by_name,
-                now=now,
+            self._counted(
+                mirror_export.entries(
+                    mirror_export.export_rows(self.api, None, self.sleep),
+                    deleted=False,
+                    list_ids_by_name=by_name,
+                    now=now,
+                )
             ),
             mirror_export.entries(
                 mirror_export.export_rows(self.api, "removed", self.sleep),
@@ -286,6 +290,12 @@ class Knowledge:
         since = datetime.fromisoformat(mark) - OVERLAP if mark else None
         return self._read(since, complete=False)
 
+    def _counted(self, entries: Iterator[MirrorEntry]) -> Iterator[MirrorEntry]:
+        for n, entry in enumerate(entries, 1):
+            if n % 5000 == 0:
+                self.progress("contacts read", n, None)
+            yield entry
+
     def _read(self, since: datetime | None, *, complete: bool) -> int:
         now = self.clock()
         started = self.api.server_now()
@@ -295,6 +305,8 @@ class Knowledge:
         newest = self.state.get_meta(MIRROR_WATERMARK)
         for page in self.api.iter_contacts(since):
             pages += 1
+            if complete:
+                self.progress("contacts read", len(entries) + len(page), None)
             for contact in page:
                 entry = entry_from_remote(contact, now)
                 if entry is None:

@@ -42,6 +42,7 @@ from flipsync.people import Person, group_people
 from flipsync.plan import Plan, build_plan
 from flipsync.policy import NEW, Decision, Endpoint, Known, decide
 from flipsync.ports import ConstantContactAPI
+from flipsync.progress import Progress, no_progress
 from flipsync.push import Pusher
 from flipsync.reconcile import Reconciler
 from flipsync.records import UNRECOGNISED, FlipcauseRecord, Unusable, parse_record
@@ -80,6 +81,7 @@ class Syncer:
         clock: Callable[[], datetime] = utcnow,
         sleep: Callable[[float], None] = time.sleep,
         run_id: str | None = None,
+        progress: Progress = no_progress,
     ) -> None:
         self.settings = settings
         self.state = state
@@ -91,6 +93,8 @@ class Syncer:
             state, api, strategy=settings.run.lookup_strategy, clock=clock, sleep=sleep
         )
         self.reconciler = Reconciler(state, api, clock=clock)
+        self.progress = progress
+        self.knowledge.progress = progress
         self.pusher = Pusher(settings, state, api, run_id=self.run_id, clock=clock, sleep=sleep)
         self._catalog: Catalog | None = None
         self.report: RunReport | None = None
@@ -180,6 +184,7 @@ class Syncer:
         after = self.state.checkpoint
         overlay: dict[str, Known] = {}
         batches = 0
+        total = self.state.inbox_pending_count() + len(retries)
         while max_batches is None or batches < max_batches:
             rows = self.state.inbox_after(after, batch_size)
             # A queued record past the checkpoint (a backfill deferred it) comes with the new
@@ -201,6 +206,7 @@ class Syncer:
                 attempts={r.seq: retries.pop(r.seq) for r in batch if r.seq in retries},
                 overlay=overlay if dry_run else None,
             )
+            self.progress("records", report.records_read, max(total, report.records_read))
             if not done:
                 waiting(report)
                 return
@@ -224,6 +230,7 @@ class Syncer:
         """
         key = f"{BACKFILL_PREFIX}{since.isoformat()}:{until.isoformat() if until else ''}"
         date_field = self.settings.flipcause.fields.transaction_date
+        inbox_size = self.state.inbox_count()
         overlay: dict[str, Known] = {}
         with self._recorded("backfill", dry_run) as report:
             with batch_guard():
@@ -255,6 +262,7 @@ class Syncer:
                         waiting(report)
                         break
                     scanned = last
+                    self.progress("records scanned", scanned, max(scanned, inbox_size))
             if not dry_run:
                 with batch_guard():
                     self._verify_writes(report)

@@ -18,6 +18,7 @@ from flipsync.config import Settings
 from flipsync.lock import hold_lock
 from flipsync.outcomes import RunReport
 from flipsync.ports import ConstantContactAPI
+from flipsync.progress import Progress, no_progress
 from flipsync.state import StateDB, iso, utcnow
 
 ClientFactory = Callable[[Settings], ConstantContactAPI]
@@ -57,6 +58,7 @@ def run_organization(
     on_failure: Callable[[RunReport], None] | None = None,
     clock: Callable[[], datetime] = utcnow,
     sleep: Callable[[float], None] = time.sleep,
+    progress: Progress = no_progress,
 ) -> RunReport:
     """Run one organization under its lock; the report (``on_failure`` sees a failed one).
 
@@ -75,7 +77,14 @@ def run_organization(
         hold_lock(settings.lock_file, "dry run" if dry_run else "run"),
         StateDB.open(settings.state_file) as state,
     ):
-        syncer = Syncer(settings, state, client_factory(settings), clock=clock, sleep=sleep)
+        syncer = Syncer(
+            settings,
+            state,
+            client_factory(settings),
+            clock=clock,
+            sleep=sleep,
+            progress=progress,
+        )
         logs.bind(run_id=syncer.run_id)
         try:
             return syncer.run(dry_run=dry_run, max_batches=max_batches)
