@@ -149,7 +149,10 @@ def clean_text(value: Any) -> str | None:
     if value.isascii():
         # The common case, without a look-up per character: ASCII is already NFC, and its
         # only control characters are these.
-        if not value.isprintable():
+        if value.isprintable():
+            if "  " not in value and value[:1] != " " and value[-1:] != " ":
+                return value or None  # already tidy: the usual field
+        else:
             value = _ASCII_CONTROLS.sub("", value)
     else:
         value = unicodedata.normalize("NFC", value)
@@ -198,6 +201,22 @@ def trigger_kind(raw: str | None, kinds: Mapping[str, tuple[str, ...]]) -> str |
     if not raw:
         return None
     return _index(kinds, spelling_key).get(spelling_key(raw))
+
+
+_MAPPED: dict[int, tuple[object, frozenset[str]]] = {}
+
+
+def _mapped_fields(settings: FlipcauseSettings) -> frozenset[str]:
+    """The payload keys some setting reads (built once per settings object)."""
+    cached = _MAPPED.get(id(settings))
+    if cached is not None and cached[0] is settings:
+        return cached[1]
+    f = settings.fields
+    names = frozenset(
+        {getattr(f, name) for name in f.__dataclass_fields__} | set(settings.custom_fields)
+    )
+    _MAPPED[id(settings)] = (settings, names)
+    return names
 
 
 def _activity_key(text: str) -> str:
@@ -353,8 +372,7 @@ def parse_record(
         value = text(source_field)
         if value:
             custom[cc_name] = value
-    known = {getattr(f, name) for name in f.__dataclass_fields__}
-    known.update(settings.custom_fields)
+    known = _mapped_fields(settings)
     extra = {k: v for k, v in payload.items() if k not in known}
     return FlipcauseRecord(
         seq=seq,
