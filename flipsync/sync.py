@@ -197,13 +197,15 @@ class Syncer:
             report.records_retried += len(retry_rows)
             last_seq = rows[-1].seq if rows else None
             batch = retry_rows + rows
+            del rows, retry_rows  # process_rows consumes the batch's payloads as it parses
+            attempts = {r.seq: retries.pop(r.seq) for r in batch if r.seq in retries}
             done = self.process_rows(
                 batch,
                 report,
                 kind="live",
                 dry_run=dry_run,
                 checkpoint=last_seq,
-                attempts={r.seq: retries.pop(r.seq) for r in batch if r.seq in retries},
+                attempts=attempts,
                 overlay=overlay if dry_run else None,
             )
             self.progress("records", report.records_read, max(total, report.records_read))
@@ -246,6 +248,7 @@ class Syncer:
                         break
                     last = rows[-1].seq
                     chosen = [r for r in rows if _in_window(r, date_field, since, until)]
+                    del rows  # process_rows consumes the chosen payloads as it parses
                     report.records_read += len(chosen)
                     if not chosen:
                         if not dry_run:
@@ -285,12 +288,17 @@ class Syncer:
         """Decide, plan, send and commit one batch. False when an import is still processing.
 
         `checkpoint` is where the live checkpoint moves on commit (None: it stays);
-        `progress` is a (meta key, seq) a backfill records instead.
+        `progress` is a (meta key, seq) a backfill records instead. The list of rows is
+        consumed (emptied as each payload is parsed), so a batch's raw payloads are never all
+        held beside its records: the callers drop their own references first.
         """
         outcomes: list[dict[str, Any]] = []
         records: list[FlipcauseRecord] = []
+        first_seq, last_row_seq = rows[0].seq, rows[-1].seq
         tests = self.state.test_marked(r.record_key for r in rows)
-        for row in rows:
+        rows.reverse()
+        while rows:
+            row = rows.pop()
             parsed = _parse_safely(row, self.settings)
             # A payload without a kind has an unknown trigger, or could not be read at all.
             unknown = "unreadable" if isinstance(parsed, Unusable) and parsed.rejected else None
@@ -310,7 +318,7 @@ class Syncer:
         people = group_people(records, self.state.transactions_for(txn_ids))
         report.people += len(people)
         plan: Plan | None = None
-        batch_id = f"{self.run_id}:{rows[0].seq}-{rows[-1].seq}"
+        batch_id = f"{self.run_id}:{first_seq}-{last_row_seq}"
         if people:
             catalog = self.resolve_catalog()
             learnt = self.knowledge.known_for([p.email_key for p in people])
@@ -367,7 +375,7 @@ class Syncer:
             run_id=self.run_id,
             kind=kind,
             created_at=iso(self.clock()),
-            first_seq=rows[0].seq,
+            first_seq=first_seq,
             last_seq=checkpoint,
             batch={
                 "outcomes": outcomes,
