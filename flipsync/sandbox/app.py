@@ -52,8 +52,6 @@ from flipsync.sandbox.requestlog import RequestLogEntry
 from flipsync.sandbox.wire import (
     JSON_TYPE,
     NOT_FOUND,
-    QUOTA_BODY,
-    THROTTLED_BODY,
     UNAUTHORIZED_BODY,
     ApiError,
     SandboxRequest,
@@ -222,19 +220,12 @@ class Sandbox(AdminMixin, FaultsMixin, ActivitiesMixin, ListsMixin, ContactSearc
                     request, started, response, rejected=True, fault=None, client_id=client_id
                 )
                 return response
-            if self._quota.exceeded(client_id, started):
-                response = json_response(429, QUOTA_BODY)
+            limited = self._over_limit(client_id, started)
+            if limited is not None:
                 self._record(
-                    request, started, response, rejected=True, fault=None, client_id=client_id
+                    request, started, limited, rejected=True, fault=None, client_id=client_id
                 )
-                return response
-            if not self._rate.allow(client_id, started):
-                response = json_response(429, THROTTLED_BODY)
-                self._record(
-                    request, started, response, rejected=True, fault=None, client_id=client_id
-                )
-                return response
-            self._quota.count(client_id, started)
+                return limited
             fault = self._next_fault(request.path)
             if fault in PRE_FAULTS:
                 response = fault_response(fault)

@@ -1,11 +1,17 @@
-"""Faults and limits: scripted and seeded random faults, and the daily quota controls."""
+"""Faults and limits: scripted and seeded random faults, throttling and the daily quota."""
 
 from __future__ import annotations
 
 from flipsync.sandbox.config import SCRIPTED_FAULT_KINDS
 from flipsync.sandbox.core import SandboxCore
 from flipsync.sandbox.oauth import DEFAULT_CLIENT_ID
-from flipsync.sandbox.wire import THROTTLED_BODY, SandboxResponse, error_array, json_response
+from flipsync.sandbox.wire import (
+    QUOTA_BODY,
+    THROTTLED_BODY,
+    SandboxResponse,
+    error_array,
+    json_response,
+)
 
 PRE_FAULTS = frozenset({"500", "503", "drop", "throttle"})
 
@@ -24,7 +30,7 @@ def fault_response(kind: str) -> SandboxResponse:
 
 
 class FaultsMixin(SandboxCore):
-    """What goes wrong on purpose: faults to inject and quota to pretend used."""
+    """What goes wrong on purpose or by excess: faults, the rate window and the daily quota."""
 
     def fail_next(self, n: int, kind: str, path_prefix: str = "/v3") -> None:
         """Give the next ``n`` requests whose path starts with ``path_prefix`` a fault.
@@ -63,6 +69,18 @@ class FaultsMixin(SandboxCore):
             and self._rng.random() < self.config.fault_rate
         ):
             return self._rng.choice(self._fault_kinds)
+        return None
+
+    def _over_limit(self, client_id: str, now: float) -> SandboxResponse | None:
+        """The daily quota (429 ``quota_exceeded``), then the per-second rate (429 ``throttled``).
+
+        A request within both counts against today's quota; a refused one does not.
+        """
+        if self._quota.exceeded(client_id, now):
+            return json_response(429, QUOTA_BODY)
+        if not self._rate.allow(client_id, now):
+            return json_response(429, THROTTLED_BODY)
+        self._quota.count(client_id, now)
         return None
 
     def _take_scripted(self, path: str) -> str | None:
