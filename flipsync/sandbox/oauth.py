@@ -15,15 +15,22 @@ import base64
 import hashlib
 import hmac
 import html
-import json
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 
 from flipsync.sandbox.config import SandboxConfig
 from flipsync.sandbox.limits import SlidingWindow
+from flipsync.sandbox.oauth_tokens import (
+    AccessToken,
+    AuthCode,
+    DeviceCode,
+    RefreshToken,
+    b64url,
+    jwt_access_token,
+    normalize_user_code,
+)
 from flipsync.sandbox.wire import (
     THROTTLED_BODY,
     SandboxRequest,
@@ -54,55 +61,9 @@ _USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"
 _NO_STORE = (("Cache-Control", "no-store"), ("Pragma", "no-cache"))
 
 
-@dataclass
-class _AccessToken:
-    client_id: str
-    scope: str
-    expires_at: float
-
-
-@dataclass
-class _RefreshToken:
-    client_id: str
-    scope: str
-    last_used: float
-    valid: bool = True
-
-
-@dataclass
-class _AuthCode:
-    client_id: str
-    redirect_uri: str
-    scope: str
-    expires_at: float
-    code_challenge: str | None
-    code_challenge_method: str
-    used: bool = False
-
-
-@dataclass
-class _DeviceCode:
-    device_code: str
-    user_code: str
-    client_id: str
-    scope: str
-    expires_at: float
-    interval: int
-    last_poll: float | None = None
-    status: str = "pending"  # pending | approved | denied | consumed
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
 def oauth_error(status: int, error: str, description: str) -> SandboxResponse:
     """The OAuth error shape ``{"error", "error_description"}``."""
     return json_response(status, {"error": error, "error_description": description}, _NO_STORE)
-
-
-def _normalize_user_code(user_code: str) -> str:
-    return "".join(ch for ch in user_code.upper() if ch.isalnum())
 
 
 class OAuthServer:
@@ -113,10 +74,10 @@ class OAuthServer:
         self._clock = clock
         self._signing_key = secrets.token_bytes(32)
         self.clients: dict[str, str | None] = {DEFAULT_CLIENT_ID: None}
-        self._access: dict[str, _AccessToken] = {}
-        self._refresh: dict[str, _RefreshToken] = {}
-        self._codes: dict[str, _AuthCode] = {}
-        self._devices: dict[str, _DeviceCode] = {}
+        self._access: dict[str, AccessToken] = {}
+        self._refresh: dict[str, RefreshToken] = {}
+        self._codes: dict[str, AuthCode] = {}
+        self._devices: dict[str, DeviceCode] = {}
         self._user_codes: dict[str, str] = {}
         self._token_window = SlidingWindow(config.token_endpoint_per_second)
 
@@ -134,7 +95,7 @@ class OAuthServer:
             raise KeyError(f"unknown client_id {client_id!r}; register_client() it first")
         return self._token_set(client_id, scope, reuse_refresh=None)
 
-    def bearer(self, header: str | None) -> _AccessToken | None:
+    def bearer(self, header: str | None) -> AccessToken | None:
         """The valid, unexpired access token named by an Authorization header, else None."""
         if not header:
             return None
@@ -170,7 +131,7 @@ class OAuthServer:
         if client_id not in self.clients:
             raise KeyError(f"unknown client_id {client_id!r}")
         code = secrets.token_urlsafe(32)
-        self._codes[code] = _AuthCode(
+        self._codes[code] = AuthCode(
             client_id=client_id,
             redirect_uri=redirect_uri,
             scope=scope,
@@ -205,34 +166,16 @@ class OAuthServer:
             if d.status == "pending" and d.expires_at > now
         ]
 
-    def _device_for_user_code(self, user_code: str) -> _DeviceCode | None:
-        device_code = self._user_codes.get(_normalize_user_code(user_code))
+    def _device_for_user_code(self, user_code: str) -> DeviceCode | None:
+        device_code = self._user_codes.get(normalize_user_code(user_code))
         return self._devices.get(device_code) if device_code else None
 
     # --- tokens -----------------------------------------------------------------------------
 
     def _jwt(self, client_id: str, scope: str, now: float) -> str:
-        """A JWT-shaped access token: decodable header and payload with exp/iat/sub/cid."""
-        header = {"kid": "flipsync-sandbox", "alg": "HS256", "typ": "JWT"}
-        payload = {
-            "ver": 1,
-            "jti": "AT." + secrets.token_urlsafe(24),
-            "iss": "https://identity.constantcontact.com/oauth2/sandbox",
-            "aud": "https://api.cc.email/v3",
-            "iat": int(now),
-            "exp": int(now) + self._config.token_lifetime_seconds,
-            "cid": client_id,
-            "uid": "sandbox-user",
-            "scp": scope.split(),
-            "sub": "sandbox-user@example.com",
-        }
-        signing_input = (
-            _b64url(json.dumps(header, separators=(",", ":")).encode())
-            + "."
-            + _b64url(json.dumps(payload, separators=(",", ":")).encode())
+        return jwt_access_token(
+            self._signing_key, self._config.token_lifetime_seconds, client_id, scope, now
         )
-        signature = hmac.new(self._signing_key, signing_input.encode(), hashlib.sha256).digest()
-        return signing_input + "." + _b64url(signature)
 
     def _token_set(
         self, client_id: str, scope: str, *, reuse_refresh: str | None
@@ -244,7 +187,7 @@ class OAuthServer:
         """
         now = self._clock()
         access = self._jwt(client_id, scope, now)
-        self._access[access] = _AccessToken(
+        self._access[access] = AccessToken(
             client_id, scope, now + self._config.token_lifetime_seconds
         )
         result: dict[str, Any] = {
@@ -263,7 +206,7 @@ class OAuthServer:
                         if record.client_id == client_id:
                             record.valid = False
                 token = secrets.token_urlsafe(32)
-                self._refresh[token] = _RefreshToken(client_id, scope, last_used=now)
+                self._refresh[token] = RefreshToken(client_id, scope, last_used=now)
                 result["refresh_token"] = token
         return result
 
@@ -382,7 +325,7 @@ class OAuthServer:
         if record.code_challenge is not None:
             verifier = form.get("code_verifier", "")
             if record.code_challenge_method == "S256":
-                computed = _b64url(hashlib.sha256(verifier.encode()).digest())
+                computed = b64url(hashlib.sha256(verifier.encode()).digest())
             else:
                 computed = verifier
             if not verifier or not hmac.compare_digest(computed, record.code_challenge):
@@ -450,7 +393,7 @@ class OAuthServer:
             if raw not in self._user_codes:
                 break
         user_code = f"{raw[:4]}-{raw[4:]}"
-        self._devices[device_code] = _DeviceCode(
+        self._devices[device_code] = DeviceCode(
             device_code=device_code,
             user_code=user_code,
             client_id=client,
@@ -538,16 +481,3 @@ class OAuthServer:
         query = "&".join(q for q in (parts.query, urlencode(extra)) if q)
         location = urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
         return SandboxResponse(302, b"", (("Location", location),))
-
-
-def activation_page(user_code: str = "", message: str = "") -> str:
-    """The ``verification_uri`` page: a form to approve or deny a device's user code."""
-    note = f"<p><b>{html.escape(message)}</b></p>" if message else ""
-    return (
-        "<!doctype html><title>Activate device</title><h1>Constant Contact sandbox</h1>"
-        f'{note}<form method="post" action="/activate">'
-        '<label>Code <input name="user_code" '
-        f'value="{html.escape(user_code)}" autofocus></label> '
-        '<button name="decision" value="approve">Approve</button> '
-        '<button name="decision" value="deny">Deny</button></form>'
-    )

@@ -1,0 +1,45 @@
+"""The expected_writes group: writes to verify at the next read of the account."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+
+from flipsync.state.base import StateBase
+from flipsync.state.model import Expectation, iso, utcnow
+
+
+class ExpectationTables(StateBase):
+    """People recorded as written whose lists Constant Contact has not yet shown."""
+
+    def pending_expectations(self) -> list[Expectation]:
+        """Writes not yet seen in Constant Contact, oldest first."""
+        return [
+            Expectation(
+                email_key=r["email_key"],
+                list_ids=frozenset(json.loads(r["list_ids"])),
+                seqs=tuple(int(x) for x in json.loads(r["seqs"])),
+                op_ref=r["op_ref"],
+                run_id=r["run_id"],
+                written_at=r["written_at"],
+            )
+            for r in self._conn.execute("SELECT * FROM expected_writes ORDER BY written_at, rowid")
+        ]
+
+    def oldest_expectation_at(self) -> str | None:
+        """When the oldest unproven write was committed, or None."""
+        row = self._conn.execute("SELECT min(written_at) FROM expected_writes").fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
+    def settle_expectations(self, settled: Iterable[str], resend: Mapping[int, str]) -> None:
+        """Drop checked expectations; queue the records of lost writes to be sent again."""
+        now = iso(utcnow())
+        with self.transaction() as conn:
+            conn.executemany(
+                "DELETE FROM expected_writes WHERE email_key=?", [(k,) for k in settled]
+            )
+            conn.executemany(
+                "INSERT INTO retry_queue(seq, attempts, reason, since) VALUES(?,?,?,?) "
+                "ON CONFLICT(seq) DO UPDATE SET reason=excluded.reason",
+                [(seq, 0, reason, now) for seq, reason in resend.items()],
+            )
