@@ -20,7 +20,6 @@ from typing import Any
 
 import structlog
 
-from flipsync.config import Settings
 from flipsync.ctct.types import ActivityStatus
 from flipsync.emails import normalize_email
 from flipsync.errors import ContactExists, RequestRefused
@@ -28,6 +27,7 @@ from flipsync.mirror import entry_from_remote
 from flipsync.outcomes import DEFERRED, RunReport
 from flipsync.policy import unchanged_status
 from flipsync.ports import ConstantContactAPI
+from flipsync.settings import Settings
 from flipsync.state import Expectation, Journal, JournalOp, MirrorEntry, StateDB, iso, utcnow
 
 log = structlog.get_logger(__name__)

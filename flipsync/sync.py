@@ -27,7 +27,6 @@ from typing import Any
 
 import structlog
 
-from flipsync.config import Settings, is_list_id
 from flipsync.errors import AccountMismatch
 from flipsync.mirror import Knowledge
 from flipsync.outcomes import (
@@ -47,6 +46,7 @@ from flipsync.push import Pusher
 from flipsync.reconcile import Reconciler
 from flipsync.records import UNRECOGNISED, FlipcauseRecord, Unusable, parse_record
 from flipsync.rules import skip_rule_for
+from flipsync.settings import Settings, is_list_id
 from flipsync.state import InboxRow, Journal, JournalOp, MirrorEntry, StateDB, iso, utcnow
 
 log = structlog.get_logger(__name__)

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from datetime import datetime
 
 from flipsync import logs
-from flipsync.config import Settings
 from flipsync.lock import hold_lock
 from flipsync.outcomes import RunReport
 from flipsync.ports import ConstantContactAPI
 from flipsync.progress import Progress, no_progress
+from flipsync.settings import Settings
 from flipsync.state import StateDB, iso, utcnow
 
 ClientFactory = Callable[[Settings], ConstantContactAPI]
