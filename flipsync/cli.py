@@ -15,7 +15,14 @@ import click
 
 from flipsync import __version__, logs, tasks
 from flipsync.cli_auth import auth
-from flipsync.cli_common import Context, exit_with, handle_errors, pass_ctx, print_report
+from flipsync.cli_common import (
+    Context,
+    email_patterns,
+    exit_with,
+    handle_errors,
+    pass_ctx,
+    print_report,
+)
 from flipsync.cli_sandbox import sandbox
 from flipsync.cli_status import check, explain, fields, status
 from flipsync.cli_support import hoist_global_options
@@ -156,17 +163,6 @@ def backfill(
     print_report(report, as_json=as_json, output=output, forecast=forecast)
 
 
-def _email_pattern(
-    ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
-) -> tuple[str, ...]:
-    from flipsync.config import email_glob
-
-    try:
-        return tuple(email_glob(v) for v in value)
-    except (TypeError, ValueError) as exc:
-        raise click.BadParameter(str(exc) or "an email glob like *@test.example.org") from None
-
-
 @cli.command("cleanup-test-contacts")
 @click.option(
     "--apply",
@@ -177,7 +173,7 @@ def _email_pattern(
     "--email",
     "patterns",
     multiple=True,
-    callback=_email_pattern,
+    callback=email_patterns,
     metavar="PATTERN",
     help="Also count records whose email matches this glob as tests (repeatable).",
 )

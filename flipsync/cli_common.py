@@ -120,6 +120,18 @@ def print_report(
             click.echo(for_terminal("\n".join(f"  {line}" for line in forecast.lines())))
 
 
+def email_patterns(
+    ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
+) -> tuple[str, ...]:
+    """Option callback: each value an email glob, or a usage error saying what one looks like."""
+    from flipsync.config import email_glob
+
+    try:
+        return tuple(email_glob(v) for v in value)
+    except (TypeError, ValueError) as exc:
+        raise click.BadParameter(str(exc) or "an email glob like *@test.example.org") from None
+
+
 def exit_with(code: ExitCode) -> None:
     """End the command with this exit code (after its output was printed)."""
     sys.exit(int(code))
