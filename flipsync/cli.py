@@ -1,8 +1,9 @@
 """The click CLI of one organization: parse the options, make one call, render the result.
 
 The work itself lives in the application layer (`flipsync.tasks`, `flipsync.checks`,
-`flipsync.login`, `flipsync.clients`); this module and its siblings (`cli_status`,
-`cli_auth`, `cli_sandbox`, `fleet_cli`) are the only importers of click. Reports go to
+`flipsync.login`, `flipsync.clients`); this module and its siblings (`cli_state`,
+`cli_status`, `cli_auth`, `cli_sandbox`, `cli_common`, `fleet_cli`) are the only importers
+of click. Reports go to
 stdout, logs to stderr.
 """
 
@@ -16,6 +17,8 @@ import click
 from flipsync import __version__, logs, tasks
 from flipsync.cli_auth import auth
 from flipsync.cli_common import (
+    JSON_OPTION,
+    OUTPUT_OPTION,
     Context,
     email_patterns,
     exit_with,
@@ -24,6 +27,7 @@ from flipsync.cli_common import (
     print_report,
 )
 from flipsync.cli_sandbox import sandbox
+from flipsync.cli_state import ingest, init, prune, serve
 from flipsync.cli_status import check, explain, fields, status
 from flipsync.cli_support import hoist_global_options
 from flipsync.clients import build_client, key_budget
@@ -31,19 +35,10 @@ from flipsync.clock import SYSTEM_CLOCK, SystemClock, VirtualClock
 from flipsync.errors import ExitCode
 from flipsync.fleet_cli import fleet
 from flipsync.progress import for_people
-from flipsync.report import render_ingest
 from flipsync.safe_text import json_for_terminal
 from flipsync.settings import CONFIG_ENV
-from flipsync.state import utcnow
 
 __all__ = ["build_client", "cli", "handle_errors", "key_budget", "main"]
-
-JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-OUTPUT_OPTION = click.option(
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Also write every decision to FILE (.csv for CSV, else JSON).",
-)
 
 
 class FlipsyncGroup(click.Group):
@@ -204,96 +199,7 @@ def cleanup_test_contacts(
         exit_with(ExitCode.TRANSIENT)
 
 
-@cli.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--json", "as_json", is_flag=True, help="Print the ingest report as JSON.")
-@click.option(
-    "--format",
-    "input_format",
-    type=click.Choice(["auto", "json", "flipcause-csv"]),
-    default="auto",
-    show_default=True,
-    help="json: NDJSON or JSON payloads; flipcause-csv: a Flipcause contact or transaction "
-    "export; auto: flipcause-csv for *.csv files, else json.",
-)
-@pass_ctx
-@handle_errors
-def ingest(ctx: Context, files: tuple[str, ...], as_json: bool, input_format: str) -> None:
-    """Store saved Flipcause payloads or CSV exports (- for stdin) in the inbox.
-
-    Exits 2 when a file is refused as not Flipcause data, or nothing was stored but
-    something was rejected.
-    """
-    total = tasks.ingest_files(ctx.settings, files, input_format, progress=for_people(as_json))
-    click.echo(json_for_terminal(total.as_dict()) if as_json else render_ingest(total))
-    if total.failed:
-        exit_with(ExitCode.CONFIG)
-
-
-@cli.command()
-@click.option(
-    "--older-than",
-    "days",
-    type=click.IntRange(min=1),
-    help="Retention in days (default: run.retention_days, 365).",
-)
-@click.option("--dry-run", is_flag=True, help="Count what would be removed; remove nothing.")
-@JSON_OPTION
-@pass_ctx
-@handle_errors
-def prune(ctx: Context, days: int | None, dry_run: bool, as_json: bool) -> None:
-    """Remove payloads, outcomes and run reports older than the retention (cron: after run).
-
-    Unfinished work (not yet synced, retries, open batches, unfinished backfills) and the
-    consent facts (sign-ups, contacts flipsync created) are kept whatever their age.
-    """
-    report = tasks.prune(ctx.settings, days=days, dry_run=dry_run, now=utcnow())
-    click.echo(json_for_terminal(report.as_dict()) if as_json else report.render())
-
-
-@cli.command()
-@click.option(
-    "--start-over",
-    is_flag=True,
-    help="Move an unusable (empty, truncated, foreign) state file aside and create a new one.",
-)
-@pass_ctx
-@handle_errors
-def init(ctx: Context, start_over: bool) -> None:
-    """Create the organization's state DB; --start-over replaces an unusable one on purpose."""
-    click.echo(tasks.initialize(ctx.settings, start_over=start_over, now=utcnow()))
-
-
-@cli.command()
-@click.option("--host", help="Address to bind (default: intake.host, 127.0.0.1).")
-@click.option(
-    "--port", type=click.IntRange(0, 65535), help="Port (default: intake.port; 0 picks one)."
-)
-@click.option(
-    "--threads",
-    type=click.IntRange(1, 256),
-    default=16,
-    show_default=True,
-    help="Request threads (requests wait for their commit; more threads, bigger group commits).",
-)
-@pass_ctx
-@handle_errors
-def serve(ctx: Context, host: str | None, port: int | None, threads: int) -> None:
-    """Receive Flipcause webhooks into the inbox (behind a TLS proxy; stops cleanly on SIGTERM)."""
-    from flipsync.receiver import read_webhook_secret, serve_forever
-
-    settings = ctx.settings
-    serve_forever(
-        settings,
-        read_webhook_secret(settings),
-        host=host or settings.intake.host,
-        port=settings.intake.port if port is None else port,
-        threads=threads,
-        announce=click.echo,
-    )
-
-
-for command in (explain, status, fields, check, auth, sandbox, fleet):  # their own modules
+for command in (ingest, serve, prune, init, explain, status, fields, check, auth, sandbox, fleet):
     cli.add_command(command)
 
 

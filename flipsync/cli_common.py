@@ -91,6 +91,12 @@ class Context:
 
 
 pass_ctx = click.make_pass_decorator(Context)
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+OUTPUT_OPTION = click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write every decision to FILE (.csv for CSV, else JSON).",
+)
 
 
 def print_report(
