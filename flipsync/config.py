@@ -1,9 +1,10 @@
-"""Reading and validating the YAML config: the only module that imports yaml.
+"""Reading and validating the YAML config (the sandbox's seed file is the only other YAML).
 
 The whole file is checked before anything touches the network, every problem is
 collected with its key path and the fix, and the result is a tree of frozen
-settings. Secrets never live in the YAML: the config names the environment
-variables that hold them, and OAuth tokens live in the token file.
+settings (`flipsync.settings`, re-exported here). Secrets never live in the YAML: the
+config names the environment variables that hold them, and OAuth tokens live in the
+token file.
 """
 
 from __future__ import annotations
