@@ -7,11 +7,8 @@ stays as it is.
 from __future__ import annotations
 
 import json
-import signal
 import sys
-import threading
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import click
@@ -97,23 +94,9 @@ def fleet_add(ctx: click.Context, name: str, template: Path | None) -> None:
 def fleet_run(ctx: click.Context, as_json: bool, only: tuple[str, ...]) -> None:
     """Run the organizations that are due, several at once under the key's one budget (cron)."""
     from flipsync.clients import build_client
-    from flipsync.fleet_run import FleetRunner
-    from flipsync.metrics import write_textfile
+    from flipsync.tasks import fleet_cycle
 
-    settings = _load(ctx)
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        report = FleetRunner(settings, build_client, stop=stop).cycle(list(only) or None)
-        if settings.metrics_textfile is not None:
-            write_textfile(settings, settings.metrics_textfile)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    report = fleet_cycle(_load(ctx), build_client, only)
     data = report.as_dict()
     if as_json:
         click.echo(json.dumps(data, indent=2))

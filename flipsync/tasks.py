@@ -13,7 +13,9 @@ when there is work: an idle organization is recognised from its state DB alone.
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -36,6 +38,8 @@ from flipsync.state import MirrorEntry, StateDB, iso, utcnow
 
 if TYPE_CHECKING:
     from flipsync.cleanup import CleanupReport
+    from flipsync.fleet import FleetSettings
+    from flipsync.fleet_run import CycleReport
     from flipsync.forecast import Forecast
     from flipsync.retention import PruneReport
 
@@ -354,3 +358,29 @@ def explain(settings: Settings, email: str) -> Explanation:
     key = normalize_email(email)
     with open_state(settings, create=False, readonly=True) as state:
         return Explanation(email, state.outcomes_for(key), state.mirror_get([key]).get(key))
+
+
+def fleet_cycle(
+    fleet: FleetSettings, client_factory: ClientFactory, only: Sequence[str] = ()
+) -> CycleReport:
+    """One `flipsync fleet run`: the due organizations (or ``only``), then the metrics file.
+
+    SIGTERM and SIGINT stop the cycle between organizations (each one that started
+    finishes its batch); the previous signal handlers are restored afterwards.
+    """
+    from flipsync.fleet_run import FleetRunner
+    from flipsync.metrics import write_textfile
+
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: stop.set())
+        for sig in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        report = FleetRunner(fleet, client_factory, stop=stop).cycle(list(only) or None)
+        if fleet.metrics_textfile is not None:
+            write_textfile(fleet, fleet.metrics_textfile)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return report
