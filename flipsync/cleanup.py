@@ -36,12 +36,12 @@ from typing import Any, Protocol
 
 import structlog
 
-from flipsync.config import FlipcauseSettings, Settings, TestRecordSettings
 from flipsync.ctct.types import ActivityStatus, RemoteContact
 from flipsync.emails import normalize_email
 from flipsync.errors import ExitCode, FlipsyncError, InputError
 from flipsync.mirror import entry_from_remote
 from flipsync.records import FlipcauseRecord, parse_record
+from flipsync.settings import FlipcauseSettings, Settings, TestRecordSettings
 from flipsync.state import TEST_MARK_PREFIX, InboxRow, StateDB, iso, utcnow
 
 log = structlog.get_logger(__name__)

@@ -25,10 +25,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
-from flipsync.config import FlipcauseSettings
 from flipsync.emails import normalize_email
 from flipsync.errors import InputError
 from flipsync.intake import MAX_LINE_BYTES, BadItem, IngestReport, check_item, store_items
+from flipsync.settings import FlipcauseSettings
 from flipsync.state import StateDB
 
 CSV_FORMAT = "flipcause-csv"

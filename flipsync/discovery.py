@@ -14,8 +14,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from flipsync.config import FieldMap, FlipcauseSettings
 from flipsync.records import UNRECOGNISED, record_kind
+from flipsync.settings import FieldMap, FlipcauseSettings
 from flipsync.state import StateDB
 
 PAGE = 1000

@@ -1,42 +1,24 @@
 """The `flipsync fleet` commands: parse, wire, call the fleet modules, print. Nothing else.
 
 Kept beside flipsync.cli (which registers this group) so the single-organization CLI
-stays as it is; flipsync.cli is imported lazily here to avoid an import cycle.
+stays as it is.
 """
 
 from __future__ import annotations
 
 import json
-import signal
 import sys
-import threading
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from types import FrameType
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import click
 
 from flipsync import logs
+from flipsync.cli_common import handle_errors
 from flipsync.errors import ExitCode
 from flipsync.fleet import FleetSettings, load_fleet
 
-P = ParamSpec("P")
-R = TypeVar("R")
 FLEET_ENV = "FLIPSYNC_FLEET"
-
-
-def _handled(func: Callable[P, R]) -> Callable[P, R]:
-    """The CLI's error handling (one message, its exit code), looked up at call time."""
-
-    @wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        from flipsync.cli import handle_errors
-
-        return handle_errors(func)(*args, **kwargs)
-
-    return wrapper
 
 
 @click.group()
@@ -61,7 +43,7 @@ def _load(ctx: click.Context) -> FleetSettings:
 
 @fleet.command("check")
 @click.pass_context
-@_handled
+@handle_errors
 def fleet_check(ctx: click.Context) -> None:
     """Validate fleet.yaml and every organization at once, naming the organization each time."""
     from flipsync.fleet import check_fleet, org_names
@@ -88,7 +70,7 @@ def fleet_check(ctx: click.Context) -> None:
     help="The config to start from (default: config.example.yaml).",
 )
 @click.pass_context
-@_handled
+@handle_errors
 def fleet_add(ctx: click.Context, name: str, template: Path | None) -> None:
     """Scaffold orgs/NAME: its config, a fresh webhook secret (0600), and its webhook URL."""
     from flipsync.fleet import ORG_CONFIG, add_org, example_template
@@ -108,27 +90,13 @@ def fleet_add(ctx: click.Context, name: str, template: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the cycle report as JSON.")
 @click.option("--org", "only", multiple=True, help="Only these organizations (repeatable).")
 @click.pass_context
-@_handled
+@handle_errors
 def fleet_run(ctx: click.Context, as_json: bool, only: tuple[str, ...]) -> None:
     """Run the organizations that are due, several at once under the key's one budget (cron)."""
-    from flipsync.cli import build_client
-    from flipsync.fleet_run import FleetRunner
-    from flipsync.metrics import write_textfile
+    from flipsync.clients import build_client
+    from flipsync.tasks import fleet_cycle
 
-    settings = _load(ctx)
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        report = FleetRunner(settings, build_client, stop=stop).cycle(list(only) or None)
-        if settings.metrics_textfile is not None:
-            write_textfile(settings, settings.metrics_textfile)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    report = fleet_cycle(_load(ctx), build_client, only)
     data = report.as_dict()
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -169,7 +137,7 @@ def _render_cycle(data: dict[str, Any]) -> str:
     help=f"For monitors: exit {int(ExitCode.UNHEALTHY)} when any organization has a problem.",
 )
 @click.pass_context
-@_handled
+@handle_errors
 def fleet_status_cmd(ctx: click.Context, as_json: bool, check: bool) -> None:
     """One row per organization, and the key's requests today against its budget."""
     from flipsync.fleet_status import fleet_status
@@ -232,7 +200,7 @@ def _age(moment: str | None, now: Any) -> str:
     help="Request threads, shared by every organization.",
 )
 @click.pass_context
-@_handled
+@handle_errors
 def fleet_serve(ctx: click.Context, host: str | None, port: int | None, threads: int) -> None:
     """Receive every organization's webhooks on POST /<org>/flipcause/<secret>; SIGHUP reloads."""
     from flipsync.fleet_receiver import serve_fleet

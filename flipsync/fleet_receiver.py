@@ -34,14 +34,6 @@ from wsgiref.types import StartResponse, WSGIEnvironment
 
 import structlog
 
-from flipsync.config import (
-    ConstantContactSettings,
-    FlipcauseSettings,
-    IntakeSettings,
-    PolicySettings,
-    RunSettings,
-    Settings,
-)
 from flipsync.errors import ConfigError, FlipsyncError
 from flipsync.fleet import FleetSettings, clashes, load_org, org_names
 from flipsync.inbox_writer import GroupCommitWriter
@@ -52,6 +44,14 @@ from flipsync.receiver import (
     make_server,
     read_webhook_secret,
     run_until_stopped,
+)
+from flipsync.settings import (
+    ConstantContactSettings,
+    FlipcauseSettings,
+    IntakeSettings,
+    PolicySettings,
+    RunSettings,
+    Settings,
 )
 
 log = structlog.get_logger(__name__)

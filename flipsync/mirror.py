@@ -33,9 +33,9 @@ from flipsync.emails import normalize_email
 from flipsync.errors import RequestRefused, TransientError, UnexpectedResponse
 from flipsync.mirror_export import ExportUnusable
 from flipsync.policy import Known
-from flipsync.ports import ConstantContactAPI
+from flipsync.ports import ConstantContactAPI, MirrorStore
 from flipsync.progress import Progress, no_progress
-from flipsync.state import MirrorEntry, StateDB, iso
+from flipsync.state import MirrorEntry, iso
 
 log = structlog.get_logger(__name__)
 
@@ -88,7 +88,7 @@ class Knowledge:
 
     def __init__(
         self,
-        state: StateDB,
+        state: MirrorStore,
         api: ConstantContactAPI,
         *,
         strategy: str = "auto",

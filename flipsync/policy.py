@@ -29,9 +29,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from flipsync.config import PolicySettings
 from flipsync.people import Person
 from flipsync.rules import rule_lists
+from flipsync.settings import PolicySettings
 
 
 class Action(StrEnum):

@@ -1,13 +1,15 @@
-"""The interface the core needs from Constant Contact, kept apart from HTTP.
+"""The interfaces the core needs from Constant Contact and from the state DB.
 
-`flipsync.ctct.client.ConstantContactClient` implements it; the core (sync, push, mirror)
-sees only this, so it never depends on requests and can be driven by any stand-in.
+`flipsync.ctct.client.ConstantContactClient` implements `ConstantContactAPI` and
+`flipsync.state.StateDB` implements the state protocols; the core (sync, push, mirror,
+reconcile) sees only these, so it never depends on requests or SQLite details and can be
+driven by any stand-in. Each part of the core names the narrowest protocol it needs.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -18,6 +20,7 @@ from flipsync.ctct.types import (
     RemoteContact,
     SignUpResult,
 )
+from flipsync.state import Expectation, InboxRow, Journal, MirrorEntry
 
 
 class ConstantContactAPI(Protocol):
@@ -98,4 +101,170 @@ class ConstantContactAPI(Protocol):
 
     def delete_contacts(self, contact_ids: Sequence[str]) -> str:
         """POST /activities/contact_delete (at most 500 ids); returns the activity id."""
+        ...
+
+
+class MirrorStore(Protocol):
+    """What `Knowledge` keeps of the account: the mirror of contacts and its meta marks."""
+
+    def get_meta(self, key: str) -> str | None:
+        """A value from the meta table, or None."""
+        ...
+
+    def mirror_get(self, email_keys: Iterable[str]) -> dict[str, MirrorEntry]:
+        """Mirror rows for these emails (normalised keys)."""
+        ...
+
+    def save_mirror(
+        self,
+        entries: Iterable[MirrorEntry],
+        meta: Mapping[str, str] | None = None,
+        *,
+        replace_all: bool = False,
+    ) -> None:
+        """Remember what a read of the account found (and meta, in the same commit)."""
+        ...
+
+    def replace_mirror(
+        self,
+        active: Iterable[MirrorEntry],
+        deleted: Iterable[MirrorEntry],
+        meta: Mapping[str, str],
+    ) -> int:
+        """Swap in a full export of the account; how many rows it replaced."""
+        ...
+
+
+class ExpectationStore(Protocol):
+    """What the `Reconciler` checks: writes not yet seen in Constant Contact."""
+
+    def pending_expectations(self) -> list[Expectation]:
+        """Writes not yet seen in Constant Contact, oldest first."""
+        ...
+
+    def settle_expectations(self, settled: Iterable[str], resend: Mapping[int, str]) -> None:
+        """Drop checked expectations; queue the records of lost writes to be sent again."""
+        ...
+
+    def save_mirror(
+        self,
+        entries: Iterable[MirrorEntry],
+        meta: Mapping[str, str] | None = None,
+        *,
+        replace_all: bool = False,
+    ) -> None:
+        """Remember what a read of the account found."""
+        ...
+
+
+class BatchStore(Protocol):
+    """What the `Pusher` records around its requests: journal ops, then one commit per batch."""
+
+    def known_activity_ids(self) -> set[str]:
+        """Every activity flipsync owned lately (never adopted as another POST's)."""
+        ...
+
+    def mirror_get(self, email_keys: Iterable[str]) -> dict[str, MirrorEntry]:
+        """Mirror rows for these emails (normalised keys)."""
+        ...
+
+    def save_mirror(
+        self,
+        entries: Iterable[MirrorEntry],
+        meta: Mapping[str, str] | None = None,
+        *,
+        replace_all: bool = False,
+    ) -> None:
+        """Remember what a request taught about contacts."""
+        ...
+
+    def update_op(
+        self,
+        op_id: str,
+        *,
+        state: str,
+        activity_id: str | None = None,
+        posted_at: str | None = None,
+        result: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Move one journaled request along (posted, its activity, its result)."""
+        ...
+
+    def commit_batch(
+        self,
+        *,
+        batch_id: str | None,
+        run_id: str,
+        outcomes: Sequence[Mapping[str, Any]],
+        checkpoint: int | None,
+        done_retry_seqs: Iterable[int] = (),
+        requeue: Mapping[int, str] | None = None,
+        attempts: Mapping[int, int] | None = None,
+        transactions: Iterable[tuple[str, str, bool, bool]] = (),
+        mirror: Iterable[MirrorEntry] = (),
+        meta: Mapping[str, str] | None = None,
+        expect: Iterable[Expectation] = (),
+    ) -> None:
+        """Outcomes, checkpoint, retries, knowledge and journal removal in one transaction."""
+        ...
+
+
+class SyncState(MirrorStore, ExpectationStore, BatchStore, Protocol):
+    """Everything a `Syncer` run reads and writes: the inbox, its checkpoint, runs, journals."""
+
+    @property
+    def checkpoint(self) -> int:
+        """The highest inbox seq whose work Constant Contact confirmed."""
+        ...
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Set a meta value (backfill progress)."""
+        ...
+
+    def inbox_after(self, seq: int, limit: int) -> list[InboxRow]:
+        """The next `limit` payloads after `seq`, in arrival order."""
+        ...
+
+    def inbox_by_seqs(self, seqs: Sequence[int]) -> list[InboxRow]:
+        """Payloads by seq (retries, journal replays), in seq order."""
+        ...
+
+    def inbox_count(self) -> int:
+        """How many payloads the inbox holds (a backfill's progress total)."""
+        ...
+
+    def inbox_pending_count(self) -> int:
+        """How many payloads wait after the checkpoint (a run's progress total)."""
+        ...
+
+    def retry_seqs(self) -> dict[int, int]:
+        """Inbox seqs to process again, with how often they were tried."""
+        ...
+
+    def test_marked(self, record_keys: Iterable[str]) -> set[str]:
+        """Which of these inbox records were marked as tests."""
+        ...
+
+    def transactions_for(self, txn_ids: Iterable[str]) -> dict[tuple[str, str], tuple[bool, bool]]:
+        """(transaction, email) -> (signed up, contact created by flipsync)."""
+        ...
+
+    def oldest_expectation_at(self) -> str | None:
+        """When the oldest unproven write was committed, or None."""
+        ...
+
+    def open_journals(self, kind: str | None = None) -> list[Journal]:
+        """Batches left uncommitted by this or an earlier run, oldest first."""
+        ...
+
+    def write_journal(self, journal: Journal) -> None:
+        """Record a batch and its planned requests before the first request is sent."""
+        ...
+
+    def start_run(self, run_id: str, kind: str, started_at: datetime) -> None:
+        """Record that a run began."""
+        ...
+
+    def finish_run(self, run_id: str, status: str, report: Mapping[str, Any]) -> None:
+        """Record how a run ended and its report."""
         ...

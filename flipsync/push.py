@@ -20,15 +20,15 @@ from typing import Any
 
 import structlog
 
-from flipsync.config import Settings
 from flipsync.ctct.types import ActivityStatus
 from flipsync.emails import normalize_email
 from flipsync.errors import ContactExists, RequestRefused
 from flipsync.mirror import entry_from_remote
 from flipsync.outcomes import DEFERRED, RunReport
 from flipsync.policy import unchanged_status
-from flipsync.ports import ConstantContactAPI
-from flipsync.state import Expectation, Journal, JournalOp, MirrorEntry, StateDB, iso, utcnow
+from flipsync.ports import BatchStore, ConstantContactAPI
+from flipsync.settings import Settings
+from flipsync.state import Expectation, Journal, JournalOp, MirrorEntry, iso, utcnow
 
 log = structlog.get_logger(__name__)
 
@@ -60,7 +60,7 @@ class Pusher:
     def __init__(
         self,
         settings: Settings,
-        state: StateDB,
+        state: BatchStore,
         api: ConstantContactAPI,
         *,
         run_id: str,

@@ -31,8 +31,8 @@ from datetime import datetime
 import structlog
 
 from flipsync.mirror import entry_from_remote
-from flipsync.ports import ConstantContactAPI
-from flipsync.state import Expectation, MirrorEntry, StateDB
+from flipsync.ports import ConstantContactAPI, ExpectationStore
+from flipsync.state import Expectation, MirrorEntry
 
 log = structlog.get_logger(__name__)
 
@@ -63,7 +63,7 @@ class Reconciler:
     """Settles the expectations of earlier batches against what Constant Contact shows."""
 
     def __init__(
-        self, state: StateDB, api: ConstantContactAPI, *, clock: Callable[[], datetime]
+        self, state: ExpectationStore, api: ConstantContactAPI, *, clock: Callable[[], datetime]
     ) -> None:
         self.state = state
         self.api = api

@@ -19,8 +19,8 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
 
-from flipsync.config import FieldMap, FlipcauseSettings, spelling_key
 from flipsync.emails import normalize_email
+from flipsync.settings import FieldMap, FlipcauseSettings, spelling_key
 from flipsync.state import PRUNED_KEY
 
 CID_RE = re.compile(r"\(CID([0-9]+-[0-9]+)\)")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import fnmatch
 
-from flipsync.config import Condition, PolicySettings, SkipRule
 from flipsync.emails import normalize_email
 from flipsync.records import FlipcauseRecord
+from flipsync.settings import Condition, PolicySettings, SkipRule
 
 
 def matches(condition: Condition, record: FlipcauseRecord) -> bool:

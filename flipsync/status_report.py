@@ -11,9 +11,9 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from flipsync.config import Settings
 from flipsync.errors import FlipsyncError
 from flipsync.health import problems
+from flipsync.settings import Settings
 from flipsync.state import StateDB, utcnow
 
 

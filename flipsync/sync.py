@@ -21,14 +21,12 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
 import structlog
 
-from flipsync.config import Settings, is_list_id
-from flipsync.errors import AccountMismatch
+from flipsync.catalog import Catalog, resolve_catalog
 from flipsync.mirror import Knowledge
 from flipsync.outcomes import (
     RunReport,
@@ -41,13 +39,14 @@ from flipsync.outcomes import (
 from flipsync.people import Person, group_people
 from flipsync.plan import Plan, build_plan
 from flipsync.policy import NEW, Decision, Endpoint, Known, decide
-from flipsync.ports import ConstantContactAPI
+from flipsync.ports import ConstantContactAPI, SyncState
 from flipsync.progress import Progress, no_progress
 from flipsync.push import Pusher
 from flipsync.reconcile import Reconciler
 from flipsync.records import UNRECOGNISED, FlipcauseRecord, Unusable, parse_record
 from flipsync.rules import skip_rule_for
-from flipsync.state import InboxRow, Journal, JournalOp, MirrorEntry, StateDB, iso, utcnow
+from flipsync.settings import Settings
+from flipsync.state import InboxRow, Journal, JournalOp, MirrorEntry, iso, utcnow
 
 log = structlog.get_logger(__name__)
 # Backfill progress lives in meta: "backfill:<since>:<until>" -> the last inbox seq it read;
@@ -60,22 +59,13 @@ VERIFY_AFTER = timedelta(minutes=30)
 TEST_RECORD_REASON = "test record, marked by cleanup-test-contacts: never sent again"
 
 
-@dataclass(frozen=True)
-class Catalog:
-    """The account's lists and custom fields, resolved once per run."""
-
-    list_ids: dict[str, str]
-    list_names: dict[str, str]
-    field_ids: dict[str, str]
-
-
 class Syncer:
     """Runs batches for one organization. Build one per run."""
 
     def __init__(
         self,
         settings: Settings,
-        state: StateDB,
+        state: SyncState,
         api: ConstantContactAPI,
         *,
         clock: Callable[[], datetime] = utcnow,
@@ -405,48 +395,8 @@ class Syncer:
 
     def resolve_catalog(self) -> Catalog:
         """Lists (and custom fields) named by the config must exist before any write."""
-        if self._catalog is not None:
-            return self._catalog
-        refs = self.settings.policy.all_list_refs()
-        lists = self.api.list_lists()
-        by_name = {lst.name: lst.list_id for lst in lists}
-        names = {lst.list_id: lst.name for lst in lists}
-        resolved: dict[str, str] = {}
-        missing = []
-        for ref in refs:
-            if is_list_id(ref) and ref.lower() in {i.lower() for i in names}:
-                resolved[ref] = next(i for i in names if i.lower() == ref.lower())
-            elif ref in by_name:
-                resolved[ref] = by_name[ref]
-            else:
-                missing.append(ref)
-        field_ids: dict[str, str] = {}
-        wanted = list(dict.fromkeys(self.settings.flipcause.custom_fields.values()))
-        missing_fields: list[str] = []
-        if wanted:
-            fields = {f.name: f.custom_field_id for f in self.api.list_custom_fields()}
-            field_ids = {n: fields[n] for n in wanted if n in fields}
-            missing_fields = [n for n in wanted if n not in fields]
-        if missing or missing_fields:
-            parts = []
-            if missing:
-                parts.append(
-                    "lists not found in the Constant Contact account: "
-                    + ", ".join(repr(m) for m in missing)
-                    + " (create them in Constant Contact, or fix the names under policy)"
-                )
-            if missing_fields:
-                parts.append(
-                    "custom fields not found: "
-                    + ", ".join(repr(m) for m in missing_fields)
-                    + " (create them, or fix flipcause.custom_fields)"
-                )
-            raise AccountMismatch("; ".join(parts) + ". Nothing was written.")
-        self._catalog = Catalog(
-            list_ids=resolved,
-            list_names={ref: names[i] for ref, i in resolved.items()},
-            field_ids=field_ids,
-        )
+        if self._catalog is None:
+            self._catalog = resolve_catalog(self.settings, self.api)
         return self._catalog
 
 

@@ -1,8 +1,9 @@
 """Frozen values the Constant Contact client takes and returns.
 
-This module owns the plain data that crosses the client's boundary: the settings the CLI fills
-from the YAML, the OAuth token set, and what the API methods return. No I/O lives here, so the
-rest of flipsync (and its fakes) can use these types without pulling in HTTP.
+This module owns the plain data that crosses the client's boundary: the settings
+`flipsync.clients` fills from the config, the OAuth token set, and what the API methods
+return. No I/O lives here, and `flipsync.ctct` loads its HTTP modules only on first use,
+so the core (and its fakes) can use these types without pulling in HTTP.
 """
 
 from __future__ import annotations

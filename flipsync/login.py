@@ -1,0 +1,64 @@
+"""Logging in to Constant Contact and reading the token file: `flipsync auth login` and `status`.
+
+The client settings come from `flipsync.clients.client_settings`, the same function a
+run uses, so a login reaches the same servers with the same timeouts a run will.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flipsync.clients import client_settings
+from flipsync.clock import SYSTEM_CLOCK, Clock
+from flipsync.settings import Settings
+
+if TYPE_CHECKING:
+    from flipsync.ctct.types import DevicePrompt
+
+
+def authorization_link(settings: Settings, redirect_uri: str) -> str:
+    """The URL to open for the authorization-code flow (a fresh state value each time)."""
+    from flipsync.ctct.auth import authorization_url
+
+    return authorization_url(client_settings(settings), redirect_uri, secrets.token_urlsafe(16))
+
+
+def login(
+    settings: Settings,
+    *,
+    code: str | None,
+    redirect_uri: str,
+    on_prompt: Callable[[DevicePrompt], None],
+    clock: Clock = SYSTEM_CLOCK,
+) -> Path:
+    """Get a token set (from ``code``, else by device flow) and write the token file (0600).
+
+    ``on_prompt`` shows the person what to open and which code to enter (device flow).
+    Returns the token file's path.
+    """
+    from flipsync.ctct.auth import device_login, exchange_code, write_token_file
+    from flipsync.ctct.http import make_session
+
+    wanted = client_settings(settings)
+    session = make_session(wanted.user_agent)
+    if code:
+        token_set = exchange_code(
+            wanted, session, code, redirect_uri, clock=clock.now, sleep=clock.sleep
+        )
+    else:
+        token_set = device_login(
+            wanted, session, on_prompt=on_prompt, sleep=clock.sleep, clock=clock.now
+        )
+    write_token_file(wanted.token_file, token_set)
+    return wanted.token_file
+
+
+def auth_status(settings: Settings, now: datetime) -> dict[str, Any]:
+    """When the access token expires and how long the refresh token has left, seen at ``now``."""
+    from flipsync.ctct.auth import read_token_file, token_status
+
+    return token_status(read_token_file(settings.constant_contact.token_file), now)
