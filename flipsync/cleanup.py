@@ -40,6 +40,8 @@ from flipsync.ctct.types import ActivityStatus, RemoteContact
 from flipsync.emails import normalize_email
 from flipsync.errors import ExitCode, FlipsyncError, InputError
 from flipsync.mirror import entry_from_remote
+from flipsync.outcomes import Outcome
+from flipsync.policy import Action, Endpoint
 from flipsync.records import FlipcauseRecord, parse_record
 from flipsync.settings import FlipcauseSettings, Settings, TestRecordSettings
 from flipsync.state import TEST_MARK_PREFIX, InboxRow, StateDB, iso, utcnow
@@ -500,23 +502,27 @@ class Cleanup:
             self.sleep(min(POLL_SECONDS, remaining))
 
 
-def delete_outcome(candidate: Candidate) -> dict[str, Any]:
-    """The outcome row for one contact the clean-up deleted."""
-    return {
-        "email": candidate.email,
-        "record_keys": list(candidate.record_keys),
-        "flipcause_ids": {},
-        "action": Verdict.DELETE.value,
-        "endpoint": "contact_delete",
-        "status_before": candidate.permission,
-        "status_after": "deleted",
-        "lists": [],
-        "fields": [],
-        "reason": (
+def delete_outcome(candidate: Candidate) -> Outcome:
+    """The outcome of one contact the clean-up deleted."""
+    return Outcome(
+        email=candidate.email,
+        email_key=None,
+        seqs=(),
+        record_keys=tuple(candidate.record_keys),
+        flipcause_ids={},
+        action=Action.DELETE,
+        endpoint=Endpoint.CONTACT_DELETE,
+        status_before=candidate.permission,
+        status_after="deleted",
+        lists=(),
+        list_ids=(),
+        fields=(),
+        reason=(
             "test contact deleted by cleanup-test-contacts (test record: "
             f"{'; '.join(candidate.markers)}): {candidate.reason}"
         ),
-    }
+        op_id=None,
+    )
 
 
 def _deleted_contact(candidate: Candidate) -> RemoteContact:

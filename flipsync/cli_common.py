@@ -22,8 +22,15 @@ from flipsync.clock import SYSTEM_CLOCK, Clock
 from flipsync.config import load_settings
 from flipsync.errors import ExitCode, FlipsyncError
 from flipsync.outcomes import RunReport
-from flipsync.report import render_table, render_text, report_level, run_summary, write_outcomes
-from flipsync.safe_text import for_terminal, json_for_terminal
+from flipsync.report import (
+    render_text,
+    report_json,
+    report_level,
+    run_summary,
+    table_lines,
+    write_outcomes,
+)
+from flipsync.safe_text import for_terminal
 from flipsync.settings import Settings
 
 if TYPE_CHECKING:
@@ -108,14 +115,15 @@ def print_report(
     """
     if output is not None:
         write_outcomes(output, report.outcomes)
-    if as_json:
-        data = report.as_dict(with_outcomes=report.dry_run)
-        if forecast is not None:
-            data["forecast"] = forecast.as_dict()
-        click.echo(json_for_terminal(data))
+    if as_json:  # outcomes streamed from the run's spill, never held as one list
+        after = {"forecast": forecast.as_dict()} if forecast is not None else {}
+        for piece in report_json(report, with_outcomes=report.dry_run, extra=after):
+            click.echo(piece, nl=False)
+        click.echo()
         return
     if report.dry_run and report.outcomes:
-        click.echo(render_table(report.outcomes))
+        for line in table_lines(report.outcomes):
+            click.echo(line)
         click.echo()
     if logs.reports_as_events():  # cron, JSON logs: one machine-readable line, no emails
         extra = {"forecast_requests": forecast.total} if forecast is not None else {}

@@ -35,12 +35,18 @@ from flipsync.settings import PolicySettings
 
 
 class Action(StrEnum):
-    """What happens to a person in Constant Contact."""
+    """What happens to a person in Constant Contact: every action any outcome can carry.
+
+    The policy decides the first four. DEFERRED is push's: a write that was not confirmed
+    (its people are decided again next run). DELETE is cleanup-test-contacts' only.
+    """
 
     CREATE = "create"
     UPDATE = "update"
     SKIP = "skip"
     REJECT = "reject"
+    DEFERRED = "deferred"
+    DELETE = "delete"
 
 
 class Endpoint(StrEnum):
@@ -49,6 +55,7 @@ class Endpoint(StrEnum):
     JSON_IMPORT = "json_import"  # new -> implicit; existing -> unchanged
     SIGN_UP_FORM = "sign_up_form"  # -> explicit (pending_confirmation with Confirmed Opt-In)
     CREATE_CONTACT = "create_contact"  # POST /contacts with the permission we send (not_set)
+    CONTACT_DELETE = "contact_delete"  # cleanup-test-contacts only; never chosen by the policy
     NONE = "none"
 
 

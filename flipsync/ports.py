@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from flipsync.ctct.types import (
     ActivityStatus,
@@ -20,7 +20,11 @@ from flipsync.ctct.types import (
     RemoteContact,
     SignUpResult,
 )
+from flipsync.json_fields import JSONObject
 from flipsync.state import Expectation, InboxRow, Journal, MirrorEntry
+
+if TYPE_CHECKING:  # outcomes imports records, which imports flipsync.state
+    from flipsync.outcomes import Outcome
 
 
 class ConstantContactAPI(Protocol):
@@ -185,7 +189,7 @@ class BatchStore(Protocol):
         state: str,
         activity_id: str | None = None,
         posted_at: str | None = None,
-        result: Mapping[str, Any] | None = None,
+        result: JSONObject | None = None,
     ) -> None:
         """Move one journaled request along (posted, its activity, its result)."""
         ...
@@ -195,7 +199,7 @@ class BatchStore(Protocol):
         *,
         batch_id: str | None,
         run_id: str,
-        outcomes: Sequence[Mapping[str, Any]],
+        outcomes: Sequence[Outcome],
         checkpoint: int | None,
         done_retry_seqs: Iterable[int] = (),
         requeue: Mapping[int, str] | None = None,

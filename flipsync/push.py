@@ -16,16 +16,17 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
 
 import structlog
 
 from flipsync.ctct.types import ActivityStatus
 from flipsync.emails import normalize_email
 from flipsync.errors import ContactExists, RequestRefused
+from flipsync.journal_batch import BatchRecord, OpResult
+from flipsync.json_fields import JSONObject
 from flipsync.mirror import entry_from_remote
-from flipsync.outcomes import DEFERRED, RunReport
-from flipsync.policy import unchanged_status
+from flipsync.outcomes import Outcome, RunReport
+from flipsync.policy import Action, unchanged_status
 from flipsync.ports import BatchStore, ConstantContactAPI
 from flipsync.settings import Settings
 from flipsync.state import Expectation, Journal, JournalOp, MirrorEntry, iso, utcnow
@@ -51,6 +52,8 @@ def poll_delays(rows: int) -> Iterator[float]:
 # An import still processing after this long is given up on and its people retried: a stuck
 # activity must not hold the checkpoint (and every later Flipcause record) for ever.
 STUCK_AFTER = timedelta(hours=6)
+# Actions that wrote to Constant Contact: their people are expected there at the next read.
+WRITTEN = frozenset({Action.CREATE, Action.UPDATE})
 _LINE_RE = re.compile(r"\bline\s+(\d+)\b", re.IGNORECASE)
 
 
@@ -110,7 +113,7 @@ class Pusher:
         """Send one request of this run's plan and record how far it got."""
         body = op.body
         self.state.update_op(op.op_id, state="posting", posted_at=iso(self.clock()))
-        result: dict[str, Any]
+        result: OpResult
         try:
             if op.kind == "json_import":
                 activity_id = self.api.start_json_import(
@@ -122,19 +125,17 @@ class Pusher:
                 log.info(
                     "import_started", activity_id=activity_id, contacts=len(body["import_data"])
                 )
-                return _op(op, state="posted", activity_id=activity_id)
+                return replace(op, state="posted", activity_id=activity_id)
             if op.kind == "sign_up_form":
                 signed = self.api.sign_up(body)
-                result = {"contact_id": signed.contact_id, "created": signed.created}
+                result = OpResult(contact_id=signed.contact_id, created=signed.created)
             else:
-                result = {"contact_id": self.api.create_contact(body), "created": True}
+                result = OpResult(contact_id=self.api.create_contact(body), created=True)
         except ContactExists as exc:
             if exc.after_uncertain_post:
-                result = {
-                    "contact_id": exc.contact_id,
-                    "created": True,
-                    "note": "created by an earlier attempt",
-                }
+                result = OpResult(
+                    contact_id=exc.contact_id, created=True, note="created by an earlier attempt"
+                )
             else:
                 self._remember(body["email_address"]["address"])
                 return self._fail(
@@ -145,8 +146,9 @@ class Pusher:
         except RequestRefused as exc:
             # A list deleted after the plan (404) may come back; anything else will not.
             return self._fail(op, f"Constant Contact refused it: {exc}", retry=exc.status == 404)
-        self.state.update_op(op.op_id, state="done", result=result)
-        return _op(op, state="done", result=result)
+        data = result.to_json()
+        self.state.update_op(op.op_id, state="done", result=data)
+        return replace(op, state="done", result=data)
 
     def _adopt_or_defer(self, op: JournalOp) -> JournalOp:
         """An import posted by a run that died before the answer: adopt its activity or defer."""
@@ -156,13 +158,13 @@ class Pusher:
                 op, "an earlier run's import got no answer; decided again with fresh data"
             )
         self.state.update_op(op.op_id, state="posted", activity_id=adopted)
-        return _op(op, state="posted", activity_id=adopted)
+        return replace(op, state="posted", activity_id=adopted)
 
     def _fail(self, op: JournalOp, why: str, *, retry: bool = True) -> JournalOp:
         """Close an op unsent (or unconfirmed): its people are deferred, or rejected."""
-        result = {"error": why, "retry": retry}
+        result = OpResult.failed(why, retry=retry).to_json()
         self.state.update_op(op.op_id, state="failed", result=result)
-        return _op(op, state="failed", result=result)
+        return replace(op, state="failed", result=result)
 
     def _remember(self, email: str) -> None:
         """Learn what CC has for an email the plan thought was new, for the next decision."""
@@ -224,7 +226,7 @@ class Pusher:
                         result["error"] = f"import activity {status.state} in Constant Contact"
                         result["retry"] = True
                     self.state.update_op(op.op_id, state=new_state, result=result)
-                    out[op.op_id] = _op(op, state=new_state, result=result)
+                    out[op.op_id] = replace(op, state=new_state, result=result)
                     report.activities.append({"activity_id": op.activity_id, **result})
                 else:
                     still.append(op)
@@ -246,82 +248,78 @@ class Pusher:
 
     def _commit(self, journal: Journal, ops: Mapping[str, JournalOp], report: RunReport) -> None:
         """Final outcomes from the op results, then one transaction for everything."""
-        attempts = {int(k): int(v) for k, v in journal.batch.get("attempts", {}).items()}
-        outcomes: list[dict[str, Any]] = []
+        batch = BatchRecord.from_json(journal.batch)
+        attempts = dict(batch.attempts)
+        results = {op_id: OpResult.from_json(op.result) for op_id, op in ops.items()}
+        outcomes: list[Outcome] = []
         requeue: dict[int, str] = {}
-        row_errors = _import_row_errors(ops, report)
-        for planned in journal.batch["outcomes"]:
-            outcome = dict(planned)
-            op = ops.get(outcome.get("op_id") or "")
+        row_errors = _import_row_errors(ops, results, report)
+        for outcome in batch.outcomes:
+            op = ops.get(outcome.op_id or "")
             if op is not None:
-                _apply_op_result(outcome, op, row_errors)
-            if outcome["action"] == DEFERRED:
-                tried = max((attempts.get(s, 0) for s in outcome["seqs"]), default=0) + 1
+                outcome = _apply_op_result(outcome, op, results[op.op_id], row_errors)
+            if outcome.action is Action.DEFERRED:
+                tried = max((attempts.get(s, 0) for s in outcome.seqs), default=0) + 1
                 if tried >= MAX_ATTEMPTS:
-                    outcome["action"] = "reject"
-                    outcome["reason"] += f" (gave up after {tried} attempts)"
+                    outcome = replace(
+                        outcome,
+                        action=Action.REJECT,
+                        reason=f"{outcome.reason} (gave up after {tried} attempts)",
+                    )
                 else:
-                    requeue.update(dict.fromkeys(outcome["seqs"], outcome["reason"]))
+                    requeue.update(dict.fromkeys(outcome.seqs, outcome.reason))
             outcomes.append(outcome)
-        facts = journal.batch.get("people", {})
         transactions = []
-        by_email = {o["email_key"]: o for o in outcomes if o.get("email_key")}
-        for email_key, fact in facts.items():
+        by_email = {o.email_key: o for o in outcomes if o.email_key}
+        for email_key, txns in batch.people.items():
             final = by_email.get(email_key)
-            created = bool(final and final["action"] == "create")
-            for txn, signed in fact["transactions"]:
-                transactions.append((txn, email_key, bool(signed), created))
+            created = final is not None and final.action is Action.CREATE
+            for txn, signed in txns:
+                transactions.append((txn, email_key, signed, created))
         mirror = self._mirror_updates(outcomes)
         expect = self._expectations(outcomes, ops)
         self.state.commit_batch(
             batch_id=journal.batch_id,
             run_id=self.run_id,
             outcomes=outcomes,
-            checkpoint=journal.batch.get("checkpoint"),
+            checkpoint=batch.checkpoint,
             done_retry_seqs=list(attempts),
             requeue=requeue,
             attempts=attempts,
             transactions=transactions,
             mirror=mirror,
-            meta=self._commit_meta(journal),
+            meta=_commit_meta(batch),
             expect=expect,
         )
-        report.outcomes.extend(outcomes)
+        report.add(outcomes)
         log.info(
             "batch_committed",
             batch=journal.batch_id,
             outcomes=len(outcomes),
-            checkpoint=journal.batch.get("checkpoint"),
+            checkpoint=batch.checkpoint,
         )
 
-    def _commit_meta(self, journal: Journal) -> dict[str, str]:
-        """Meta written with a batch: a backfill's progress."""
-        meta: dict[str, str] = {}
-        if progress := journal.batch.get("progress"):
-            meta[str(progress[0])] = str(progress[1])
-        return meta
-
     def _expectations(
-        self, outcomes: Iterable[Mapping[str, Any]], ops: Mapping[str, JournalOp]
+        self, outcomes: Iterable[Outcome], ops: Mapping[str, JournalOp]
     ) -> list[Expectation]:
         """The people recorded as written, with the lists the next read must show them on."""
         now = iso(self.clock())
         out = []
         for o in outcomes:
-            op = ops.get(o.get("op_id") or "")
+            op = ops.get(o.op_id or "")
             if (
                 op is None
                 or op.state != "done"
-                or o["action"] not in ("create", "update")
-                or not o.get("email_key")
-                or not o.get("list_ids")
+                or o.action not in WRITTEN
+                or not o.email_key
+                or not o.list_ids
             ):
                 continue
             out.append(
                 Expectation(
-                    email_key=o["email_key"],
-                    list_ids=frozenset(o["list_ids"]),
-                    seqs=tuple(int(s) for s in o["seqs"]),
+                    email_key=o.email_key,
+                    list_ids=frozenset(o.list_ids),
+                    seqs=o.seqs,
                     op_ref=op.activity_id or op.op_id,
                     run_id=self.run_id,
                     written_at=now,
@@ -329,23 +327,20 @@ class Pusher:
             )
         return out
 
-    def _mirror_updates(self, outcomes: Iterable[Mapping[str, Any]]) -> list[MirrorEntry]:
+    def _mirror_updates(self, outcomes: Iterable[Outcome]) -> list[MirrorEntry]:
         """What flipsync now expects Constant Contact to hold, until the next refresh reads it."""
-        written = [
-            o for o in outcomes if o["action"] in ("create", "update") and o.get("email_key")
-        ]
-        current = self.state.mirror_get(o["email_key"] for o in written)
+        written = [(o, o.email_key) for o in outcomes if o.action in WRITTEN and o.email_key]
+        current = self.state.mirror_get(key for _, key in written)
         now = iso(self.clock())
         entries = []
-        for o in written:
-            before = current.get(o["email_key"])
-            lists = set(before.list_ids if before else ()) | set(o.get("list_ids", []))
+        for o, key in written:
+            before = current.get(key)
+            lists = set(before.list_ids if before else ()) | set(o.list_ids)
             entries.append(
                 MirrorEntry(
-                    email_key=o["email_key"],
-                    contact_id=o.get("contact_id") or (before.contact_id if before else None),
-                    permission=o.get("status_after")
-                    or (before.permission if before else "implicit"),
+                    email_key=key,
+                    contact_id=o.contact_id or (before.contact_id if before else None),
+                    permission=o.status_after or (before.permission if before else "implicit"),
                     deleted=False,
                     list_ids=frozenset(lists),
                     updated_at=None,
@@ -355,11 +350,12 @@ class Pusher:
         return entries
 
 
-def _op(op: JournalOp, **changes: Any) -> JournalOp:
-    return replace(op, **changes)
+def _commit_meta(batch: BatchRecord) -> dict[str, str]:
+    """Meta written with a batch: a backfill's progress."""
+    return {batch.progress[0]: str(batch.progress[1])} if batch.progress else {}
 
 
-def _activity_result(status: ActivityStatus) -> dict[str, Any]:
+def _activity_result(status: ActivityStatus) -> JSONObject:
     return {
         "state": status.state,
         "person_count": status.person_count,
@@ -370,7 +366,9 @@ def _activity_result(status: ActivityStatus) -> dict[str, Any]:
     }
 
 
-def _import_row_errors(ops: Mapping[str, JournalOp], report: RunReport) -> dict[str, str]:
+def _import_row_errors(
+    ops: Mapping[str, JournalOp], results: Mapping[str, OpResult], report: RunReport
+) -> dict[str, str]:
     """Match import activity errors to people (by email in the message, else by its line).
 
     Constant Contact reports import errors only as free text. Unmatched errors and
@@ -378,13 +376,11 @@ def _import_row_errors(ops: Mapping[str, JournalOp], report: RunReport) -> dict[
     """
     matched: dict[str, str] = {}
     for op in ops.values():
+        result = results[op.op_id]
         if op.kind != "json_import" or op.state != "done" or not op.result:
             continue
-        rows = op.body["import_data"]
-        emails = [normalize_email(str(r.get("email", ""))) for r in rows]
-        unmatched = 0
-        for message in op.result.get("errors", []):
-            text = str(message)
+        emails = _import_emails(op)
+        for text in result.errors:
             hit = next((e for e in emails if e and e in text.lower()), None)
             if hit is None:
                 # Constant Contact counts a header row (items_total_count is rows + 1), so the
@@ -395,16 +391,14 @@ def _import_row_errors(ops: Mapping[str, JournalOp], report: RunReport) -> dict[
             if hit:
                 matched[hit] = text
             else:
-                unmatched += 1
                 report.warnings.append(f"import {op.activity_id}: {text}")
-        counted = (op.result.get("error_count") or 0) + (op.result.get("correctable_count") or 0)
-        if counted > len(op.result.get("errors", [])):
+        counted = result.row_error_count
+        if counted > len(result.errors):
             report.warnings.append(
                 f"import {op.activity_id}: {counted} row error(s) reported, "
-                f"{counted - len(op.result.get('errors', []))} without a message"
+                f"{counted - len(result.errors)} without a message"
             )
-        blocked = op.result.get("cannot_add_to_list_count") or 0
-        if blocked:
+        if blocked := result.cannot_add_to_list_count or 0:
             report.warnings.append(
                 f"import {op.activity_id}: {blocked} contact(s) were unsubscribed in Constant "
                 "Contact by the time the import ran and were not added to lists"
@@ -412,24 +406,36 @@ def _import_row_errors(ops: Mapping[str, JournalOp], report: RunReport) -> dict[
     return matched
 
 
-def _apply_op_result(outcome: dict[str, Any], op: JournalOp, row_errors: Mapping[str, str]) -> None:
-    result: dict[str, Any] = op.result or {}
-    if op.state == "done":
-        if outcome.get("email_key") in row_errors:
-            outcome["action"] = "reject"
-            outcome["status_after"] = unchanged_status(outcome["status_before"])
-            outcome["reason"] = f"Constant Contact import error: {row_errors[outcome['email_key']]}"
-            return
-        if result.get("contact_id"):
-            outcome["contact_id"] = result["contact_id"]
-        if (
-            op.kind == "sign_up_form"
-            and outcome["action"] == "create"
-            and result.get("created") is False
-        ):
-            outcome["action"] = "update"
-            outcome["reason"] += "; Constant Contact already had this contact"
-        return
-    outcome["action"] = DEFERRED if result.get("retry") else "reject"
-    outcome["status_after"] = unchanged_status(outcome["status_before"])
-    outcome["reason"] = str(result.get("error", "failed"))
+def _import_emails(op: JournalOp) -> list[str]:
+    """The normalised email of each row of an import's body, in row order."""
+    rows: object = op.body.get("import_data")
+    if not isinstance(rows, list):
+        return []
+    return [normalize_email(str(r.get("email", ""))) if isinstance(r, dict) else "" for r in rows]
+
+
+def _apply_op_result(
+    outcome: Outcome, op: JournalOp, result: OpResult, row_errors: Mapping[str, str]
+) -> Outcome:
+    """The outcome once Constant Contact answered: a new value, the planned one untouched."""
+    unchanged = unchanged_status(outcome.status_before)
+    if op.state != "done":
+        action = Action.DEFERRED if result.retry else Action.REJECT
+        reason = result.error if result.error is not None else "failed"
+        return replace(outcome, action=action, status_after=unchanged, reason=reason)
+    if outcome.email_key is not None and outcome.email_key in row_errors:
+        return replace(
+            outcome,
+            action=Action.REJECT,
+            status_after=unchanged,
+            reason=f"Constant Contact import error: {row_errors[outcome.email_key]}",
+        )
+    if result.contact_id:
+        outcome = replace(outcome, contact_id=result.contact_id)
+    if op.kind == "sign_up_form" and outcome.action is Action.CREATE and result.created is False:
+        outcome = replace(
+            outcome,
+            action=Action.UPDATE,
+            reason=f"{outcome.reason}; Constant Contact already had this contact",
+        )
+    return outcome

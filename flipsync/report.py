@@ -7,18 +7,19 @@ CSV cell through `safe_text.csv_cell`: payload text is shown, never obeyed.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from flipsync.cleanup import CleanupReport, Verdict
 from flipsync.intake import IngestReport
-from flipsync.outcomes import PUBLIC_OUTCOME_KEYS, RunReport
-from flipsync.safe_text import csv_cell, for_terminal
+from flipsync.json_fields import JSONObject
+from flipsync.outcomes import NOT_SYNCED, PUBLIC_OUTCOME_KEYS, Outcome, RunReport
+from flipsync.safe_text import csv_cell, for_terminal, json_for_terminal
 
 OUTCOME_COLUMNS = PUBLIC_OUTCOME_KEYS
 _EMAIL_RE = re.compile(r"[^\s@<>()\[\],;:\"']+@[^\s@<>()\[\],;:\"']+")
@@ -46,7 +47,7 @@ def scrub_emails(text: str) -> str:
 
 def run_summary(report: RunReport) -> dict[str, Any]:
     """The run report as one log event (`run_finished`): counts and ids, no personal data."""
-    data = report.as_dict()
+    data = report.as_dict(listing=False)
     data.pop("not_synced", None)
     data.pop("outcomes", None)
     data["message"] = scrub_emails(report.message) if report.message else None
@@ -55,9 +56,7 @@ def run_summary(report: RunReport) -> dict[str, Any]:
         {k: a.get(k) for k in ("activity_id", "state", "person_count") if k in a}
         for a in report.activities
     ]
-    data["not_synced"] = sum(
-        n for action, n in report.counts().items() if action in ("skip", "reject", "deferred")
-    )
+    data["not_synced"] = sum(n for action, n in report.by_action.items() if action in NOT_SYNCED)
     return data
 
 
@@ -66,10 +65,10 @@ def report_level(report: RunReport) -> str:
     return "error" if report.status == "error" else "info"
 
 
-def _who(o: Mapping[str, Any]) -> str:
+def _who(o: Outcome) -> str:
     """A person in printed output: the shortened email and the Flipcause ids."""
-    ids = _ids(o.get("flipcause_ids")) or ",".join(o.get("record_keys", []))
-    email = mask_email(o.get("email"))
+    ids = _ids(o.flipcause_ids) or ",".join(o.record_keys)
+    email = mask_email(o.email)
     return f"{email} ({ids})" if email and ids else email or ids
 
 
@@ -126,47 +125,55 @@ def render_text(report: RunReport) -> str:
                 else ""
             )
         )
-    not_synced = [o for o in report.outcomes if o["action"] in ("skip", "reject", "deferred")]
-    if not_synced and not report.dry_run:
+    if not report.dry_run and any(report.by_action[a] for a in NOT_SYNCED):
         lines.append("  not synced:")
-        for o in not_synced:
-            lines.append(f"    {o['action']:<8} {_who(o)}: {o['reason']}")
+        for o in report.not_synced():
+            lines.append(f"    {o.action.value:<8} {_who(o)}: {o.reason}")
         lines.append(f"  ({FULL_EMAILS_HINT})")
     for warning in report.warnings:
         lines.append(f"  warning: {warning}")
     return for_terminal("\n".join(lines))
 
 
-def render_table(outcomes: Iterable[Mapping[str, Any]]) -> str:
-    """The dry-run plan: one row per person or record, with the reason in full."""
-    rows = []
+def _table_cells(o: Outcome) -> tuple[str, ...]:
+    cells = (
+        mask_email(o.email) or _ids(o.flipcause_ids) or "(no email)",
+        o.action.value,
+        o.endpoint.value,
+        f"{o.status_before or '-'} -> {o.status_after or '-'}",
+        ", ".join(o.lists) or "-",
+        o.reason,
+    )
+    return tuple(for_terminal(c) for c in cells)  # escaped first, so columns align
+
+
+_TABLE_HEADER = ("EMAIL", "ACTION", "VIA", "STATUS", "LISTS", "REASON")
+
+
+def table_lines(outcomes: Iterable[Outcome]) -> Iterator[str]:
+    """The dry-run plan, line by line: one row per person or record, with the reason in full.
+
+    Two passes over ``outcomes`` (a list, or a run's OutcomeLog read twice): one for the
+    column widths, one for the rows, so no row is held in memory.
+    """
+    widths = [min(40, len(h)) for h in _TABLE_HEADER[:-1]]
     for o in outcomes:
-        before = o.get("status_before") or "-"
-        after = o.get("status_after") or "-"
-        cells = (
-            mask_email(o.get("email")) or _ids(o.get("flipcause_ids")) or "(no email)",
-            o["action"],
-            o.get("endpoint") or "none",
-            f"{before} -> {after}",
-            ", ".join(o.get("lists") or []) or "-",
-            o["reason"],
-        )
-        rows.append(tuple(for_terminal(c) for c in cells))  # escaped first, so columns align
-    header = ("EMAIL", "ACTION", "VIA", "STATUS", "LISTS", "REASON")
-    widths = [
-        min(40, max([len(header[i])] + [len(r[i]) for r in rows])) for i in range(len(header) - 1)
-    ]
-    out = io.StringIO()
+        cells = _table_cells(o)
+        widths = [min(40, max(w, len(c))) for w, c in zip(widths, cells, strict=False)]
 
-    def line(cells: Sequence[str]) -> None:
+    def line(cells: Sequence[str]) -> str:
         parts = [cells[i][: widths[i]].ljust(widths[i]) for i in range(len(widths))]
-        out.write("  ".join(parts) + "  " + cells[-1] + "\n")
+        return "  ".join(parts) + "  " + cells[-1]
 
-    line(header)
-    for r in rows:
-        line(r)
-    out.write(f"({FULL_EMAILS_HINT})\n")
-    return out.getvalue().rstrip("\n")
+    yield line(_TABLE_HEADER)
+    for o in outcomes:
+        yield line(_table_cells(o))
+    yield f"({FULL_EMAILS_HINT})"
+
+
+def render_table(outcomes: Iterable[Outcome]) -> str:
+    """The dry-run plan as one text (see `table_lines`)."""
+    return "\n".join(table_lines(outcomes))
 
 
 def _private(path: Path) -> Path:
@@ -177,7 +184,22 @@ def _private(path: Path) -> Path:
     return path
 
 
-def write_outcomes(path: Path, outcomes: Sequence[Mapping[str, Any]]) -> None:
+def _json_items(items: Iterable[JSONObject], indent: str, *, escape: bool) -> Iterator[str]:
+    """The text of a JSON array, piece by piece, exactly as json.dumps(indent=2) writes it.
+
+    Each item is dumped alone and its lines indented one level deeper (JSON strings hold no
+    raw newline, so this is exact); an empty array is ``[]``.
+    """
+    first = True
+    for item in items:
+        text = json_for_terminal(item) if escape else json.dumps(item, indent=2, ensure_ascii=False)
+        body = text.replace("\n", "\n" + indent + "  ")
+        yield ("[\n" if first else ",\n") + indent + "  " + body
+        first = False
+    yield "[]" if first else "\n" + indent + "]"
+
+
+def write_outcomes(path: Path, outcomes: Iterable[Outcome]) -> None:
     """Write the decision record as CSV (by .csv suffix) or JSON (anything else), mode 0600."""
     _private(path)
     if path.suffix.lower() == ".csv":
@@ -185,17 +207,35 @@ def write_outcomes(path: Path, outcomes: Sequence[Mapping[str, Any]]) -> None:
             writer = csv.DictWriter(fh, fieldnames=OUTCOME_COLUMNS, extrasaction="ignore")
             writer.writeheader()
             for o in outcomes:
-                row = {
-                    **{k: o.get(k) for k in OUTCOME_COLUMNS},
-                    "lists": "; ".join(o.get("lists") or []),
-                    "fields": "; ".join(o.get("fields") or []),
-                    "flipcause_ids": _ids(o.get("flipcause_ids")),
-                    "record_keys": "; ".join(o.get("record_keys") or []),
+                row: dict[str, object] = {
+                    **o.public(),
+                    "lists": "; ".join(o.lists),
+                    "fields": "; ".join(o.fields),
+                    "flipcause_ids": _ids(o.flipcause_ids),
+                    "record_keys": "; ".join(o.record_keys),
                 }
                 writer.writerow({k: csv_cell(v) for k, v in row.items()})
     else:
-        rows = [{k: o.get(k) for k in OUTCOME_COLUMNS} for o in outcomes]
-        path.write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        with path.open("w", encoding="utf-8") as fh:
+            for piece in _json_items((o.public() for o in outcomes), "", escape=False):
+                fh.write(piece)
+            fh.write("\n")
+
+
+def report_json(
+    report: RunReport, *, with_outcomes: bool, extra: Mapping[str, object] | None = None
+) -> Iterator[str]:
+    """`--json`: the text json_for_terminal gives for `as_dict` (plus ``extra`` keys after it),
+    with the listed outcomes streamed from the run's spill instead of built as one list."""
+    marker = f"flipsync-outcomes-{uuid.uuid4().hex}"  # unguessable: no payload can forge it
+    data = report.as_dict(with_outcomes=with_outcomes, listing=False)
+    data[report.listed_key(with_outcomes=with_outcomes)] = marker
+    data.update(extra or {})
+    head, tail = json_for_terminal(data).split(json.dumps(marker), 1)
+    yield head
+    listed = (o.public() for o in report.listed(with_outcomes=with_outcomes))
+    yield from _json_items(listed, "  ", escape=True)
+    yield tail
 
 
 def render_cleanup(report: CleanupReport) -> str:

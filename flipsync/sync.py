@@ -22,15 +22,17 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import date, datetime, timedelta
-from typing import Any
 
 import structlog
 
 from flipsync.catalog import Catalog, resolve_catalog
+from flipsync.journal_batch import BatchRecord
 from flipsync.mirror import Knowledge
 from flipsync.outcomes import (
+    Outcome,
     RunReport,
     decision_outcome,
+    outcome_log,
     people_facts,
     record_outcome,
     unusable_outcome,
@@ -38,7 +40,7 @@ from flipsync.outcomes import (
 )
 from flipsync.people import Person, group_people
 from flipsync.plan import Plan, build_plan
-from flipsync.policy import NEW, Decision, Endpoint, Known, decide
+from flipsync.policy import NEW, Action, Decision, Endpoint, Known, decide
 from flipsync.ports import ConstantContactAPI, SyncState
 from flipsync.progress import Progress, no_progress
 from flipsync.push import Pusher
@@ -107,7 +109,11 @@ class Syncer:
     def _recorded(self, kind: str, dry_run: bool) -> Iterator[RunReport]:
         """A report for this run, kept in the run history (live work only) however it ends."""
         report = RunReport(
-            run_id=self.run_id, kind=kind, dry_run=dry_run, started_at=iso(self.clock())
+            run_id=self.run_id,
+            kind=kind,
+            dry_run=dry_run,
+            started_at=iso(self.clock()),
+            outcomes=outcome_log(self.settings.state_file.parent),
         )
         report.checkpoint_before = report.checkpoint_after = self.state.checkpoint
         self.report = report
@@ -282,7 +288,7 @@ class Syncer:
         consumed (emptied as each payload is parsed), so a batch's raw payloads are never all
         held beside its records: the callers drop their own references first.
         """
-        outcomes: list[dict[str, Any]] = []
+        outcomes: list[Outcome] = []
         records: list[FlipcauseRecord] = []
         first_seq, last_row_seq = rows[0].seq, rows[-1].seq
         tests = self.state.test_marked(r.record_key for r in rows)
@@ -297,11 +303,11 @@ class Syncer:
                 outcomes.append(unusable_outcome(parsed, row))
                 continue
             if row.record_key in tests:
-                outcomes.append(record_outcome(parsed, "skip", TEST_RECORD_REASON))
+                outcomes.append(record_outcome(parsed, Action.SKIP, TEST_RECORD_REASON))
                 continue
             rule = skip_rule_for(parsed, self.settings.policy)
             if rule is not None:
-                outcomes.append(record_outcome(parsed, "skip", f"skip rule {rule.name!r}"))
+                outcomes.append(record_outcome(parsed, Action.SKIP, f"skip rule {rule.name!r}"))
                 continue
             records.append(parsed)
         txn_ids = [r.transaction_id for r in records if r.transaction_id]
@@ -356,7 +362,7 @@ class Syncer:
                     if decision.writes and decision.status_after:
                         overlay[decision.person.email_key] = Known(permission=decision.status_after)
         if dry_run:
-            report.outcomes.extend(outcomes)
+            report.add(outcomes)
             for op in plan.ops if plan else ():
                 report.planned_writes[op.kind] += 1
             return True
@@ -367,13 +373,13 @@ class Syncer:
             created_at=iso(self.clock()),
             first_seq=first_seq,
             last_seq=checkpoint,
-            batch={
-                "outcomes": outcomes,
-                "people": people_facts(people),
-                "attempts": {str(k): v for k, v in (attempts or {}).items()},
-                "checkpoint": checkpoint,
-                "progress": list(progress) if progress else None,
-            },
+            batch=BatchRecord(
+                outcomes=tuple(outcomes),
+                people=people_facts(people),
+                attempts=dict(attempts or {}),
+                checkpoint=checkpoint,
+                progress=progress,
+            ).to_json(),
             ops=tuple(
                 JournalOp(op.op_id, i, op.kind, op.body, "planned", None, None, None)
                 for i, op in enumerate(plan.ops if plan else ())

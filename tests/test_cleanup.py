@@ -24,6 +24,7 @@ from flipsync.cleanup import (
 from flipsync.config import TestRecordSettings
 from flipsync.ctct.types import ActivityStatus, RemoteContact
 from flipsync.errors import ConfigError, InputError
+from flipsync.outcomes import Outcome
 from flipsync.state import InboxRow, Journal, StateDB, iso
 from flipsync.sync import TEST_RECORD_REASON, Syncer
 from tests.conftest import Org
@@ -291,13 +292,15 @@ def _state_with_created(tmp_path: Path, emails: Sequence[str]) -> StateDB:
         run_id="r1",
         checkpoint=len(emails),
         outcomes=[
-            {
-                "email": email,
-                "record_keys": [f"wh:{i}"],
-                "action": "create",
-                "endpoint": "json_import",
-                "reason": "new contact",
-            }
+            Outcome.from_json(
+                {
+                    "email": email,
+                    "record_keys": [f"wh:{i}"],
+                    "action": "create",
+                    "endpoint": "json_import",
+                    "reason": "new contact",
+                }
+            )
             for i, email in enumerate(emails)
         ],
     )

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 
+from flipsync.outcomes import Outcome
 from flipsync.report import write_outcomes
 from flipsync.safe_text import FORMULA_PREFIXES, csv_cell, for_terminal, json_for_terminal
 from tests.conftest import Org
@@ -153,7 +154,8 @@ def test_terminal_json_means_the_same() -> None:
 def test_json_decision_records_stay_exact(tmp_path: Path) -> None:
     """The JSON --output is data, not a spreadsheet: values are written as they are."""
     out = tmp_path / "plan.json"
-    write_outcomes(out, [{"email": "=1+1@example.org", "action": "create", "reason": "-x"}])
+    row = {"email": "=1+1@example.org", "action": "create", "reason": "-x"}
+    write_outcomes(out, [Outcome.from_json(row)])
     assert json.loads(out.read_text())[0]["email"] == "=1+1@example.org"
 
 

@@ -7,11 +7,14 @@ writes to verify and the journal's removal) commit together or not at all.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from flipsync.emails import normalize_email
 from flipsync.state.mirror import MirrorTables
 from flipsync.state.model import Expectation, MirrorEntry, _dumps, iso, utcnow
+
+if TYPE_CHECKING:  # outcomes imports records, which imports flipsync.state
+    from flipsync.outcomes import Outcome
 
 
 class CommitTables(MirrorTables):
@@ -22,7 +25,7 @@ class CommitTables(MirrorTables):
         *,
         batch_id: str | None,
         run_id: str,
-        outcomes: Sequence[Mapping[str, Any]],
+        outcomes: Sequence[Outcome],
         checkpoint: int | None,
         done_retry_seqs: Iterable[int] = (),
         requeue: Mapping[int, str] | None = None,
@@ -49,17 +52,17 @@ class CommitTables(MirrorTables):
                     (
                         run_id,
                         now,
-                        o.get("email"),
-                        normalize_email(o.get("email") or "") or None,
-                        _dumps(o.get("record_keys", [])),
-                        _dumps(o.get("flipcause_ids", {})),
-                        o["action"],
-                        o.get("endpoint", "none"),
-                        o.get("status_before"),
-                        o.get("status_after"),
-                        _dumps(o.get("lists", [])),
-                        _dumps(o.get("fields", [])),
-                        o["reason"],
+                        o.email,
+                        normalize_email(o.email or "") or None,
+                        _dumps(list(o.record_keys)),
+                        _dumps({k: list(v) for k, v in o.flipcause_ids.items()}),
+                        o.action.value,
+                        o.endpoint.value,
+                        o.status_before,
+                        o.status_after,
+                        _dumps(list(o.lists)),
+                        _dumps(list(o.fields)),
+                        o.reason,
                     )
                     for o in outcomes
                 ],
