@@ -9,6 +9,7 @@ to the state DB. Each pass reads the file again from the start.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -46,10 +47,7 @@ class OutcomeLog(Generic[T]):
         if not lines:
             return
         if self._file is None:
-            # Unlinked at once (0600 while it has a name): personal data never outlives the run.
-            self._file = tempfile.TemporaryFile(  # noqa: SIM115 - open for the run, closed by close()
-                dir=self._directory, prefix=".flipsync-outcomes-"
-            )
+            self._file = _spill_file(self._directory)
         self._file.write(lines)
         self._size += len(lines)
         self._count += lines.count(b"\n")
@@ -85,3 +83,15 @@ class OutcomeLog(Generic[T]):
             self._file.close()
             self._file = None
             self._size = self._count = 0
+
+
+def _spill_file(directory: Path | None) -> IO[bytes]:
+    """An unnamed file: 0600 and unlinked at once, so personal data never outlives the run.
+
+    Beside the state DB when that directory takes it (the same disk, not a RAM-backed /tmp),
+    else in the system's temporary directory.
+    """
+    if directory is not None:
+        with contextlib.suppress(OSError):  # e.g. a read-only directory: use the system's
+            return tempfile.TemporaryFile(dir=directory, prefix=".flipsync-outcomes-")
+    return tempfile.TemporaryFile(prefix=".flipsync-outcomes-")

@@ -242,6 +242,16 @@ class RunReport:
             self.listed_key(with_outcomes=with_outcomes): listed,
         }
 
+    def history_record(self) -> dict[str, object]:
+        """The report kept in the run history: counts only, whatever the run's size.
+
+        The not-synced outcomes themselves are in the outcomes table under this run's id
+        (`flipsync explain` reads them there), so the history counts them.
+        """
+        data = self.as_dict(listing=False)
+        data["not_synced"] = sum(n for a, n in self.by_action.items() if a in NOT_SYNCED)
+        return data
+
 
 def waiting(report: RunReport) -> None:
     """Mark a run that stopped because an import is still processing."""

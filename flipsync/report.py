@@ -47,16 +47,13 @@ def scrub_emails(text: str) -> str:
 
 def run_summary(report: RunReport) -> dict[str, Any]:
     """The run report as one log event (`run_finished`): counts and ids, no personal data."""
-    data = report.as_dict(listing=False)
-    data.pop("not_synced", None)
-    data.pop("outcomes", None)
+    data = report.history_record()
     data["message"] = scrub_emails(report.message) if report.message else None
     data["warnings"] = [scrub_emails(w) for w in report.warnings]
     data["activities"] = [
         {k: a.get(k) for k in ("activity_id", "state", "person_count") if k in a}
         for a in report.activities
     ]
-    data["not_synced"] = sum(n for action, n in report.by_action.items() if action in NOT_SYNCED)
     return data
 
 

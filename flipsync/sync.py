@@ -133,7 +133,7 @@ class Syncer:
             report.finished_at = iso(self.clock())
             report.requests = Counter(self.api.request_counts) - self._requests_at_start
             if not dry_run:
-                self.state.finish_run(self.run_id, report.status, report.as_dict())
+                self.state.finish_run(self.run_id, report.status, report.history_record())
 
     def _settle_writes(self, seen: Mapping[str, MirrorEntry], report: RunReport) -> None:
         """Check earlier batches' writes against a fresh read; lost ones go back in the queue."""
