@@ -23,7 +23,7 @@ from flipsync.ctct.types import ActivityStatus
 from flipsync.emails import normalize_email
 from flipsync.errors import ContactExists, RequestRefused
 from flipsync.journal_batch import BatchRecord, OpResult
-from flipsync.json_fields import JSONObject
+from flipsync.json_fields import JSON, JSONObject
 from flipsync.mirror import entry_from_remote
 from flipsync.outcomes import Outcome, RunReport
 from flipsync.policy import Action, unchanged_status
@@ -31,7 +31,7 @@ from flipsync.ports import BatchStore, ConstantContactAPI
 from flipsync.settings import Settings
 from flipsync.state import Expectation, Journal, JournalOp, MirrorEntry, iso, utcnow
 
-log = structlog.get_logger(__name__)
+log: structlog.stdlib.BoundLogger = structlog.get_logger(__name__)
 
 MAX_ATTEMPTS = 5
 # Poll schedule for import activities: the first look after about a second per 4,000 rows
@@ -116,15 +116,14 @@ class Pusher:
         result: OpResult
         try:
             if op.kind == "json_import":
+                rows = _import_rows(op)
                 activity_id = self.api.start_json_import(
-                    body["import_data"],
-                    body["list_ids"],
+                    rows,
+                    [str(i) for i in _list(body.get("list_ids"))],
                     exclude=self.state.known_activity_ids(),
                 )
                 self.state.update_op(op.op_id, state="posted", activity_id=activity_id)
-                log.info(
-                    "import_started", activity_id=activity_id, contacts=len(body["import_data"])
-                )
+                log.info("import_started", activity_id=activity_id, contacts=len(rows))
                 return replace(op, state="posted", activity_id=activity_id)
             if op.kind == "sign_up_form":
                 signed = self.api.sign_up(body)
@@ -137,7 +136,7 @@ class Pusher:
                     contact_id=exc.contact_id, created=True, note="created by an earlier attempt"
                 )
             else:
-                self._remember(body["email_address"]["address"])
+                self._remember(_email_of(body))
                 return self._fail(
                     op,
                     "Constant Contact already has this email (added since flipsync's check, or "
@@ -184,7 +183,7 @@ class Pusher:
             return None
         found = self.api.find_import(
             datetime.fromisoformat(op.posted_at),
-            len(op.body["import_data"]),
+            len(_import_rows(op)),
             self.state.known_activity_ids(),
         )
         if found is not None:
@@ -197,7 +196,7 @@ class Pusher:
         waited = 0.0
         out: dict[str, JournalOp] = {}
         waiting = list(pending)
-        delays = poll_delays(max(len(op.body.get("import_data", ())) for op in pending))
+        delays = poll_delays(max(len(_import_rows(op)) for op in pending))
         while waiting:
             # The schedule, not the wall clock, bounds the polls: a fixed, small number of
             # requests per wait whatever the machine's speed.
@@ -406,12 +405,26 @@ def _import_row_errors(
     return matched
 
 
+def _list(value: JSON) -> list[JSON]:
+    return value if isinstance(value, list) else []
+
+
+def _import_rows(op: JournalOp) -> list[JSONObject]:
+    """The contact rows of an import's journaled body, in row order."""
+    return [r if isinstance(r, dict) else {} for r in _list(op.body.get("import_data"))]
+
+
 def _import_emails(op: JournalOp) -> list[str]:
     """The normalised email of each row of an import's body, in row order."""
-    rows: object = op.body.get("import_data")
-    if not isinstance(rows, list):
-        return []
-    return [normalize_email(str(r.get("email", ""))) if isinstance(r, dict) else "" for r in rows]
+    return [normalize_email(str(r.get("email") or "")) for r in _import_rows(op)]
+
+
+def _email_of(body: JSONObject) -> str:
+    """The email of a single-contact body (an object with an address, or plain text)."""
+    value = body.get("email_address")
+    if isinstance(value, dict):
+        value = value.get("address")
+    return value if isinstance(value, str) else ""
 
 
 def _apply_op_result(

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from flipsync.json_fields import JSONObject
+
 # Meta key prefix of an inbox record marked as a test (see StateDB.test_marked).
 TEST_MARK_PREFIX = "test_record:"
 
@@ -108,11 +110,11 @@ class JournalOp:
     op_id: str
     position: int
     kind: str
-    body: dict[str, Any]
+    body: JSONObject
     state: str
     activity_id: str | None
     posted_at: str | None
-    result: dict[str, Any] | None
+    result: JSONObject | None
 
 
 @dataclass(frozen=True)
@@ -125,5 +127,5 @@ class Journal:
     created_at: str
     first_seq: int | None
     last_seq: int | None
-    batch: dict[str, Any]
+    batch: JSONObject  # written and read by flipsync.journal_batch.BatchRecord
     ops: tuple[JournalOp, ...]
