@@ -259,6 +259,13 @@ def test_streamed_json_is_byte_for_byte_the_report_as_one_dump(n: int, with_outc
     assert "".join(report_json(report, with_outcomes=with_outcomes)) == expected
 
 
+def test_streamed_json_keeps_keys_added_after_the_outcomes() -> None:
+    report = _report(4)
+    extra = {"forecast": {"total": 3, "by_kind": {"json_import": 1}}}
+    expected = json_for_terminal({**report.as_dict(with_outcomes=True), **extra})
+    assert "".join(report_json(report, with_outcomes=True, extra=extra)) == expected
+
+
 @pytest.mark.parametrize("n", [0, 3])
 def test_the_json_output_file_is_the_rows_as_one_dump(tmp_path: Path, n: int) -> None:
     report = _report(n)
