@@ -325,3 +325,14 @@ def test_the_spill_falls_back_to_the_system_temp_directory(tmp_path: Path) -> No
     log = outcome_log(tmp_path / "not-there")
     log.extend([FULL])
     assert list(log) == [FULL] and not (tmp_path / "not-there").exists()
+
+
+def test_journaled_request_bodies_are_read_by_shape() -> None:
+    from flipsync.push import _email_of, _import_emails
+
+    assert _email_of({"email_address": {"address": "a@example.org"}}) == "a@example.org"
+    assert _email_of({"email_address": "b@example.org"}) == "b@example.org"
+    assert _email_of({}) == ""
+    body: dict[str, Any] = {"import_data": [{"email": "Ann@Example.org"}, "junk", {}]}
+    op = JournalOp("op", 0, "json_import", body, "done", "act", None, None)
+    assert _import_emails(op) == ["ann@example.org", "", ""]
