@@ -109,12 +109,9 @@ class Syncer:
     def _recorded(self, kind: str, dry_run: bool) -> Iterator[RunReport]:
         """A report for this run, kept in the run history (live work only) however it ends."""
         report = RunReport(
-            run_id=self.run_id,
-            kind=kind,
-            dry_run=dry_run,
-            started_at=iso(self.clock()),
-            outcomes=outcome_log(self.settings.state_file.parent),
+            run_id=self.run_id, kind=kind, dry_run=dry_run, started_at=iso(self.clock())
         )
+        report.outcomes = outcome_log(self.settings.state_file.parent)  # spilled beside the DB
         report.checkpoint_before = report.checkpoint_after = self.state.checkpoint
         self.report = report
         if not dry_run:
