@@ -1,7 +1,8 @@
 """The settings of one organization, as frozen values: what the config means, not how it is read.
 
 The core (records, rules, policy, sync, push) takes these types, so they live apart from
-``flipsync.config``, which reads and validates the YAML (and is the only importer of yaml).
+``flipsync.config``, which reads the YAML and validates it with pydantic models
+(``flipsync.config_schema``); only config loading imports yaml or pydantic.
 Nothing here does I/O.
 """
 

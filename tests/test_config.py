@@ -131,3 +131,57 @@ def test_missing_file_says_copy_example(tmp_path: Path) -> None:
     """A missing config points to the example."""
     with pytest.raises(ConfigError, match=r"config\.example\.yaml"):
         load_settings(tmp_path / "nope.yaml", environ={})
+
+
+def test_yaml_types_are_not_coerced(tmp_path: Path) -> None:
+    """A quoted "4" or "true" is refused, not quietly converted (pydantic's lax mode is off)."""
+    data = config_dict(
+        constant_contact={"requests_per_second": "4", "confirmed_opt_in": "true"},
+        run={"batch_size": 10.0},
+    )
+    problems = problems_of(data, tmp_path)
+    assert problems == [
+        "`constant_contact.requests_per_second`: must be a positive number (at most 4), got '4'",
+        "`constant_contact.confirmed_opt_in`: must be true or false, got 'true'",
+        "`run.batch_size`: must be a whole number 1-100000, got 10.0",
+    ]
+
+
+def test_an_unknown_key_is_refused_even_when_null(tmp_path: Path) -> None:
+    """`key: null` means the default for a known key; an unknown one is still a typo to fix."""
+    data = config_dict(run={"batch_sise": None, "batch_size": None})
+    assert problems_of(data, tmp_path) == [
+        "`run.batch_sise`: unknown key (did you mean `batch_size`?)"
+    ]
+
+
+def test_a_rule_across_keys_is_reported_beside_another_keys_error(tmp_path: Path) -> None:
+    """The setup's list rules still run when a status is wrong: every problem at once."""
+    data = config_dict(
+        policy={
+            "setup": "all_contacts_uniform",
+            "new_contact_status": "opted_in",
+            "lists": {"new": ["A"]},
+        }
+    )
+    problems = problems_of(data, tmp_path)
+    assert problems[0].startswith("`policy.new_contact_status`: must be one of explicit")
+    assert problems[1].startswith("`policy.lists.existing`: missing; setup all_contacts_uniform")
+    assert len(problems) == 2
+
+
+@pytest.mark.parametrize("section", ["constant_contact", "run", "intake"])
+def test_the_schema_has_a_key_for_every_setting(section: str) -> None:
+    """A setting added to flipsync.settings without a config key would be unreachable."""
+    from dataclasses import fields
+
+    from flipsync import config_schema, settings
+
+    model = config_schema.ConfigFile.model_fields[section].annotation
+    dataclass_type = {
+        "constant_contact": settings.ConstantContactSettings,
+        "run": settings.RunSettings,
+        "intake": settings.IntakeSettings,
+    }[section]
+    assert isinstance(model, type)
+    assert set(model.model_fields) == {f.name for f in fields(dataclass_type)}

@@ -1,7 +1,7 @@
 """The core holds without the HTTP, YAML and web stacks: ports that hold, proven by blocking them.
 
-A fresh interpreter refuses every import of requests, urllib3, tenacity, yaml, waitress,
-click and prometheus_client, then imports each core module and runs one organization's
+A fresh interpreter refuses every import of requests, urllib3, tenacity, yaml, pydantic
+(config validation only), waitress, click and prometheus_client, then imports each core module and runs one organization's
 live run end to end: a Flipcause record in the state DB, a decision, a plan, an import
 sent to a stand-in for Constant Contact, and the outcome committed with the checkpoint.
 Any attempt to import a blocked module fails the test, even one a library would catch.
@@ -33,7 +33,17 @@ CORE = (
     "flipsync.ctct.types",
     "flipsync.ctct.limits",
 )
-BLOCKED = ("requests", "urllib3", "tenacity", "yaml", "waitress", "click", "prometheus_client")
+BLOCKED = (
+    "requests",
+    "urllib3",
+    "tenacity",
+    "yaml",
+    "pydantic",
+    "pydantic_core",
+    "waitress",
+    "click",
+    "prometheus_client",
+)
 
 SCRIPT = """
 import importlib

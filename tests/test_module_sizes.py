@@ -17,7 +17,6 @@ PACKAGE = Path(flipsync.__file__).parent
 
 KNOWN_EXCEPTIONS = {
     "cli.py": "being thinned into an application layer (issue 8 item 3)",
-    "config.py": "being moved onto a schema library (issue 8 item 4)",
     "cleanup.py": "not split yet (issue 8 item 5 leaves it for now)",
     "ctct/auth.py": "not split yet (issue 8 item 5 leaves it for now)",
     "ctct/http.py": "not split yet (issue 8 item 5 leaves it for now)",
