@@ -21,7 +21,7 @@ from flipsync.ctct.types import (
     SignUpResult,
 )
 from flipsync.json_fields import JSONObject
-from flipsync.state import Expectation, InboxRow, Journal, MirrorEntry
+from flipsync.state import Expectation, InboxBatch, InboxRow, Journal, MirrorEntry
 
 if TYPE_CHECKING:  # outcomes imports records, which imports flipsync.state
     from flipsync.outcomes import Outcome
@@ -231,6 +231,14 @@ class SyncState(MirrorStore, ExpectationStore, BatchStore, Protocol):
 
     def inbox_by_seqs(self, seqs: Sequence[int]) -> list[InboxRow]:
         """Payloads by seq (retries, journal replays), in seq order."""
+        ...
+
+    def inbox_batch_after(self, seq: int, limit: int) -> InboxBatch:
+        """The next `limit` payloads after `seq`, parsed only as each is read."""
+        ...
+
+    def inbox_batch_by_seqs(self, seqs: Sequence[int]) -> InboxBatch:
+        """Payloads by seq, parsed only as each is read."""
         ...
 
     def inbox_count(self) -> int:

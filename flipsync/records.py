@@ -281,9 +281,18 @@ def _amount(raw: str | None) -> Decimal | None:
 
 
 def parse_record(
-    seq: int, record_key: str, payload: Mapping[str, Any], settings: FlipcauseSettings
+    seq: int,
+    record_key: str,
+    payload: Mapping[str, Any],
+    settings: FlipcauseSettings,
+    *,
+    keep_extra: bool = True,
 ) -> FlipcauseRecord | Unusable:
-    """Turn one inbox payload into a record, or say why it cannot be synced."""
+    """Turn one inbox payload into a record, or say why it cannot be synced.
+
+    ``keep_extra=False`` leaves out the fields no setting maps: a run never reads them (the
+    inbox keeps every payload whole), and a batch of 40,000 records would carry them all.
+    """
     if set(payload) == {PRUNED_KEY}:
         return Unusable(
             seq,
@@ -373,7 +382,7 @@ def parse_record(
         if value:
             custom[cc_name] = value
     known = _mapped_fields(settings)
-    extra = {k: v for k, v in payload.items() if k not in known}
+    extra = {k: v for k, v in payload.items() if k not in known} if keep_extra else {}
     return FlipcauseRecord(
         seq=seq,
         record_key=record_key,

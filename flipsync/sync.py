@@ -48,7 +48,7 @@ from flipsync.reconcile import Reconciler
 from flipsync.records import UNRECOGNISED, FlipcauseRecord, Unusable, parse_record
 from flipsync.rules import skip_rule_for
 from flipsync.settings import Settings
-from flipsync.state import InboxRow, Journal, JournalOp, MirrorEntry, iso, utcnow
+from flipsync.state import InboxBatch, InboxRow, Journal, JournalOp, MirrorEntry, iso, utcnow
 
 log = structlog.get_logger(__name__)
 # Backfill progress lives in meta: "backfill:<since>:<until>" -> the last inbox seq it read;
@@ -179,19 +179,19 @@ class Syncer:
         batches = 0
         total = self.state.inbox_pending_count() + len(retries)
         while max_batches is None or batches < max_batches:
-            rows = self.state.inbox_after(after, batch_size)
+            rows = self.state.inbox_batch_after(after, batch_size)
             # A queued record past the checkpoint (a backfill deferred it) comes with the new
             # rows; it still counts as a retry, so its queue entry is settled with it.
-            retry_rows = self.state.inbox_by_seqs(sorted(s for s in retries if s <= after))
+            retry_rows = self.state.inbox_batch_by_seqs(sorted(s for s in retries if s <= after))
             if not rows and not retry_rows:
                 return
             batches += 1
             report.records_read += len(rows) + len(retry_rows)
             report.records_retried += len(retry_rows)
-            last_seq = rows[-1].seq if rows else None
+            last_seq = rows.last_seq if rows else None
             batch = retry_rows + rows
             del rows, retry_rows  # process_rows consumes the batch's payloads as it parses
-            attempts = {r.seq: retries.pop(r.seq) for r in batch if r.seq in retries}
+            attempts = {s: retries.pop(s) for s in batch.seqs() if s in retries}
             done = self.process_rows(
                 batch,
                 report,
@@ -234,13 +234,13 @@ class Syncer:
                 scanned = 0 if dry_run else int(self.state.get_meta(key) or 0)
             while True:
                 with batch_guard():
-                    rows = self.state.inbox_after(scanned, self.settings.run.batch_size)
+                    rows = self.state.inbox_batch_after(scanned, self.settings.run.batch_size)
                     if not rows:
                         if not dry_run:  # finished: retention may prune what it read
                             self.state.set_meta(key + DONE_SUFFIX, self.state.get_meta(key) or "0")
                         break
-                    last = rows[-1].seq
-                    chosen = [r for r in rows if _in_window(r, date_field, since, until)]
+                    last = rows.last_seq
+                    chosen = rows.where(lambda r: _in_window(r, date_field, since, until))
                     del rows  # process_rows consumes the chosen payloads as it parses
                     report.records_read += len(chosen)
                     if not chosen:
@@ -268,7 +268,7 @@ class Syncer:
 
     def process_rows(
         self,
-        rows: list[InboxRow],
+        rows: InboxBatch | list[InboxRow],
         report: RunReport,
         *,
         kind: str,
@@ -287,11 +287,16 @@ class Syncer:
         """
         outcomes: list[Outcome] = []
         records: list[FlipcauseRecord] = []
-        first_seq, last_row_seq = rows[0].seq, rows[-1].seq
-        tests = self.state.test_marked(r.record_key for r in rows)
-        rows.reverse()
-        while rows:
-            row = rows.pop()
+        if isinstance(rows, InboxBatch):
+            first_seq, last_row_seq = rows.first_seq, rows.last_seq
+            tests = self.state.test_marked(rows.record_keys())
+            source: Iterator[InboxRow] = rows.drain()
+        else:
+            first_seq, last_row_seq = rows[0].seq, rows[-1].seq
+            tests = self.state.test_marked(r.record_key for r in rows)
+            source = iter(list(rows))
+            rows.clear()
+        for row in source:
             parsed = _parse_safely(row, self.settings)
             # A payload without a kind has an unknown trigger, or could not be read at all.
             unknown = "unreadable" if isinstance(parsed, Unusable) and parsed.rejected else None
@@ -417,7 +422,9 @@ def _signs_up_existing(decisions: list[Decision]) -> bool:
 def _parse_safely(row: InboxRow, settings: Settings) -> FlipcauseRecord | Unusable:
     """parse_record, with a last line of defence: one bad record never stops the run."""
     try:
-        return parse_record(row.seq, row.record_key, row.payload, settings.flipcause)
+        return parse_record(
+            row.seq, row.record_key, row.payload, settings.flipcause, keep_extra=False
+        )
     except Exception as exc:  # noqa: BLE001 - any failure here is about this record only
         log.warning("record_unreadable", seq=row.seq, error=type(exc).__name__)
         return Unusable(

@@ -12,7 +12,9 @@ from flipsync.state.base import StateBase
 from flipsync.state.model import (
     TEST_MARK_PREFIX,
     AddResult,
+    InboxBatch,
     InboxRow,
+    RawInboxRow,
     _dumps,
     iso,
     record_key_for,
@@ -112,6 +114,35 @@ class InboxTables(StateBase):
             (seq, limit),
         ).fetchall()
         return [_inbox_row(r) for r in rows]
+
+    def inbox_batch_after(self, seq: int, limit: int) -> InboxBatch:
+        """The next `limit` payloads after `seq`, as text until each is read (a run's batch)."""
+        return InboxBatch(
+            [
+                (int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]))
+                for r in self._conn.execute(
+                    "SELECT seq, record_key, source, received_at, payload FROM inbox "
+                    "WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (seq, limit),
+                )
+            ]
+        )
+
+    def inbox_batch_by_seqs(self, seqs: Sequence[int]) -> InboxBatch:
+        """Payloads by seq (retries), in seq order, as text until each is read."""
+        raw: list[RawInboxRow] = []
+        for start in range(0, len(seqs), 500):
+            chunk = list(seqs[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            raw += [
+                (int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]))
+                for r in self._conn.execute(
+                    "SELECT seq, record_key, source, received_at, payload FROM inbox "
+                    f"WHERE seq IN ({marks})",
+                    chunk,
+                )
+            ]
+        return InboxBatch(sorted(raw))
 
     def inbox_by_seqs(self, seqs: Sequence[int]) -> list[InboxRow]:
         """Payloads by seq (retries, journal replays), in seq order."""

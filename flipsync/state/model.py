@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -64,6 +64,61 @@ class InboxRow:
     source: str
     received_at: str
     payload: dict[str, Any]
+
+
+RawInboxRow = tuple[int, str, str, str, str]  # seq, record_key, source, received_at, payload JSON
+
+
+class InboxBatch:
+    """A batch of inbox rows whose payloads stay JSON text until each is read.
+
+    A run holds a batch of up to 100,000 records; as parsed dicts their payloads would take
+    several times the room of their text, all at once. Here each payload is parsed when it
+    is needed and dropped after (``drain`` also lets go of the text as it goes).
+    """
+
+    def __init__(self, raw: list[RawInboxRow]) -> None:
+        self._raw = raw
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __bool__(self) -> bool:
+        return bool(self._raw)
+
+    def __add__(self, other: InboxBatch) -> InboxBatch:
+        return InboxBatch(self._raw + other._raw)
+
+    @property
+    def first_seq(self) -> int:
+        return self._raw[0][0]
+
+    @property
+    def last_seq(self) -> int:
+        return self._raw[-1][0]
+
+    def seqs(self) -> list[int]:
+        return [r[0] for r in self._raw]
+
+    def record_keys(self) -> list[str]:
+        return [r[1] for r in self._raw]
+
+    def __iter__(self) -> Iterator[InboxRow]:
+        return (_row(r) for r in self._raw)
+
+    def drain(self) -> Iterator[InboxRow]:
+        """Every row in order, parsed once; the batch is empty afterwards."""
+        self._raw.reverse()
+        while self._raw:
+            yield _row(self._raw.pop())
+
+    def where(self, keep: Callable[[InboxRow], bool]) -> InboxBatch:
+        """The rows that pass ``keep`` (each parsed for the test, then dropped)."""
+        return InboxBatch([r for r in self._raw if keep(_row(r))])
+
+
+def _row(raw: RawInboxRow) -> InboxRow:
+    return InboxRow(raw[0], raw[1], raw[2], raw[3], json.loads(raw[4]))
 
 
 @dataclass(frozen=True)
