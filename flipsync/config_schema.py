@@ -362,7 +362,7 @@ class PolicySection(Section):
 
 
 class RunSection(Section):
-    batch_size: Annotated[int, checked(bounded_int(1, 100_000), "a whole number 1-100000")] = 5000
+    batch_size: Annotated[int, checked(bounded_int(1, 100_000), "a whole number 1-100000")] = 25_000
     lookup_strategy: Annotated[
         str, checked(choice(LOOKUP_STRATEGIES), f"one of {', '.join(LOOKUP_STRATEGIES)}")
     ] = "auto"

@@ -248,7 +248,7 @@ DEFAULT_RETENTION_DAYS = 365
 class RunSettings:
     """How a run walks the inbox."""
 
-    batch_size: int = 5000
+    batch_size: int = 25_000
     lookup_strategy: Literal["auto", "lookup", "mirror"] = "auto"
     # `flipsync prune` (cron runs it after each good run) removes payloads, outcomes and
     # run reports older than this; see flipsync/retention.py for what is always kept.
