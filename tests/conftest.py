@@ -20,11 +20,20 @@ from flipsync.ctct.auth import token_set_from_response, write_token_file
 from flipsync.intake import IngestReport, ingest_text
 from flipsync.outcomes import RunReport
 from flipsync.sandbox import RunningSandbox
+from flipsync.sandbox.inprocess import InProcessSandbox
 from flipsync.state import StateDB
 from flipsync.sync import Syncer
 from tests.helpers import config_dict, write_config
 
 pytest_plugins = ["tests.sandbox_fixture"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "real_http: the org fixture serves its sandbox over real HTTP on 127.0.0.1 (end-to-end "
+        "tests of the socket path, or a test that reaches it from another process)",
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -37,14 +46,17 @@ def _fresh_structlog() -> Iterator[None]:
 
 @dataclass
 class Org:
-    """One organization's config, state and token file, pointed at a running sandbox.
+    """One organization's config, state and token file, pointed at a sandbox.
+
+    ``running`` is the sandbox in this process (``InProcessSandbox``), or served over real
+    HTTP (``RunningSandbox``) for a test marked ``real_http`` or on ``SYSTEM_CLOCK``.
 
     ``clock`` is the organization's time (the sandbox's too, from the fixtures): runs and
     CLI commands wait on it, so their polls and rate spacing take no real time.
     """
 
     tmp: Path
-    running: RunningSandbox
+    running: RunningSandbox | InProcessSandbox
     config_path: Path
     clock: Clock = field(default_factory=VirtualClock)
 
@@ -105,12 +117,18 @@ class Org:
 
 
 @pytest.fixture
-def org(tmp_path: Path, sandbox_server: RunningSandbox, clock: Clock) -> Iterator[Org]:
-    """An organization with lists Donors, Major, Newsletter and a valid token file."""
-    box = sandbox_server.sandbox
+def org(
+    tmp_path: Path, sandbox_service: RunningSandbox | InProcessSandbox, clock: Clock
+) -> Iterator[Org]:
+    """An organization with lists Donors, Major, Newsletter and a valid token file.
+
+    Its sandbox answers in this process unless the test is marked ``real_http`` (or runs
+    on ``SYSTEM_CLOCK``): see ``tests/sandbox_fixture.py``.
+    """
+    box = sandbox_service.sandbox
     for name in ("Donors", "Major", "Newsletter", "Subscribers", "NonSubscribers", "Existing"):
         box.add_list(name)
-    o = Org(tmp_path, sandbox_server, tmp_path / "flipsync.yaml", clock)
+    o = Org(tmp_path, sandbox_service, tmp_path / "flipsync.yaml", clock)
     o.write_config()
     write_token_file(
         tmp_path / "tokens.json", token_set_from_response(box.issue_tokens(), clock.now())
