@@ -23,6 +23,7 @@ from flipsync.sandbox import RunningSandbox
 from flipsync.sandbox.inprocess import InProcessSandbox
 from flipsync.state import StateDB
 from flipsync.sync import Syncer
+from tests.demo_run import DEMO_TEST, DemoRun, start_demo
 from tests.helpers import config_dict, write_config
 
 pytest_plugins = ["tests.sandbox_fixture"]
@@ -34,6 +35,33 @@ def pytest_configure(config: pytest.Config) -> None:
         "real_http: the org fixture serves its sandbox over real HTTP on 127.0.0.1 (end-to-end "
         "tests of the socket path, or a test that reaches it from another process)",
     )
+
+
+_DEMO = pytest.StashKey[DemoRun]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the demo now when it is to be tested: it waits in real time, the suite need not."""
+    if session.config.option.collectonly:
+        return
+    if any(item.nodeid == DEMO_TEST for item in session.items):
+        session.config.stash[_DEMO] = start_demo()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    demo = session.config.stash.get(_DEMO, None)
+    if demo is not None:
+        demo.stop()
+
+
+@pytest.fixture
+def demo_run(request: pytest.FixtureRequest) -> Iterator[DemoRun]:
+    """The background demo run of this session (or one started now)."""
+    demo = request.config.stash.get(_DEMO, None) or start_demo()
+    try:
+        yield demo
+    finally:
+        demo.stop()
 
 
 @pytest.fixture(autouse=True)
