@@ -92,8 +92,18 @@ class Org:
     def sandbox(self) -> Any:
         return self.running.sandbox
 
+    _loaded: tuple[Path, str, Settings] | None = field(default=None, init=False, repr=False)
+
     def settings(self) -> Settings:
-        return load_settings(self.config_path, environ={})
+        """The config file's settings, via ``load_settings``; parsed again whenever it changed.
+
+        Settings are frozen and a pure function of the path and the text, and tests ask for
+        them hundreds of times (each pure-Python YAML parse costs ~7 ms).
+        """
+        text = self.config_path.read_text(encoding="utf-8")
+        if self._loaded is None or self._loaded[:2] != (self.config_path, text):
+            self._loaded = (self.config_path, text, load_settings(self.config_path, environ={}))
+        return self._loaded[2]
 
     def state(self) -> StateDB:
         return StateDB.open(self.settings().state_file)
