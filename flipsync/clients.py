@@ -9,6 +9,8 @@ to Constant Contact (status, ingest, explain) do not load requests at all.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from flipsync.clock import SYSTEM_CLOCK, Clock
@@ -16,10 +18,48 @@ from flipsync.config import secret_from_env
 from flipsync.settings import Settings
 
 if TYPE_CHECKING:
+    import requests
+    from requests.adapters import BaseAdapter
+
     from flipsync.ctct.budget import KeyBudget
     from flipsync.ctct.client import ConstantContactClient
     from flipsync.ctct.http import RetryPolicy
     from flipsync.ctct.types import ClientSettings
+
+
+_transports: dict[str, BaseAdapter] = {}
+_transports_lock = threading.Lock()
+
+
+def mount_transport(prefix: str, adapter: BaseAdapter) -> Callable[[], None]:
+    """Send requests for URLs under ``prefix`` through ``adapter``; returns the undo.
+
+    The one injection point for the transport: every session built here from now on (the
+    client's, the token manager's, the login's) mounts it. Nothing is mounted in
+    production; the tests mount ``flipsync.sandbox.inprocess.SandboxAdapter`` to answer
+    from a sandbox in this process instead of over a socket.
+    """
+    with _transports_lock:
+        _transports[prefix] = adapter
+
+    def unmount() -> None:
+        with _transports_lock:
+            if _transports.get(prefix) is adapter:
+                del _transports[prefix]
+
+    return unmount
+
+
+def new_session(user_agent: str) -> requests.Session:
+    """The HTTP session for Constant Contact and its OAuth server, with mounted transports."""
+    from flipsync.ctct.http import make_session
+
+    session = make_session(user_agent)
+    with _transports_lock:
+        mounted = list(_transports.items())
+    for prefix, adapter in mounted:
+        session.mount(prefix, adapter)
+    return session
 
 
 def client_settings(settings: Settings) -> ClientSettings:
@@ -50,10 +90,10 @@ def build_client(
     """
     from flipsync.ctct.auth import TokenManager
     from flipsync.ctct.client import ConstantContactClient
-    from flipsync.ctct.http import RetryPolicy, make_session, process_limiter
+    from flipsync.ctct.http import RetryPolicy, process_limiter
 
     wanted = client_settings(settings)
-    session = make_session(wanted.user_agent)
+    session = new_session(wanted.user_agent)
     tokens = TokenManager(
         wanted,
         session,

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flipsync.clients import client_settings
+from flipsync.clients import client_settings, new_session
 from flipsync.clock import SYSTEM_CLOCK, Clock
 from flipsync.settings import Settings
 
@@ -41,10 +41,9 @@ def login(
     Returns the token file's path.
     """
     from flipsync.ctct.auth import device_login, exchange_code, write_token_file
-    from flipsync.ctct.http import make_session
 
     wanted = client_settings(settings)
-    session = make_session(wanted.user_agent)
+    session = new_session(wanted.user_agent)
     if code:
         token_set = exchange_code(
             wanted, session, code, redirect_uri, clock=clock.now, sleep=clock.sleep

@@ -20,11 +20,48 @@ from flipsync.ctct.auth import token_set_from_response, write_token_file
 from flipsync.intake import IngestReport, ingest_text
 from flipsync.outcomes import RunReport
 from flipsync.sandbox import RunningSandbox
+from flipsync.sandbox.inprocess import InProcessSandbox
 from flipsync.state import StateDB
 from flipsync.sync import Syncer
+from tests.demo_run import DEMO_TEST, DemoRun, start_demo
 from tests.helpers import config_dict, write_config
 
 pytest_plugins = ["tests.sandbox_fixture"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "real_http: the org fixture serves its sandbox over real HTTP on 127.0.0.1 (end-to-end "
+        "tests of the socket path, or a test that reaches it from another process)",
+    )
+
+
+_DEMO = pytest.StashKey[DemoRun]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the demo now when it is to be tested: it waits in real time, the suite need not."""
+    if session.config.option.collectonly:
+        return
+    if any(item.nodeid == DEMO_TEST for item in session.items):
+        session.config.stash[_DEMO] = start_demo()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    demo = session.config.stash.get(_DEMO, None)
+    if demo is not None:
+        demo.stop()
+
+
+@pytest.fixture
+def demo_run(request: pytest.FixtureRequest) -> Iterator[DemoRun]:
+    """The background demo run of this session (or one started now)."""
+    demo = request.config.stash.get(_DEMO, None) or start_demo()
+    try:
+        yield demo
+    finally:
+        demo.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -37,14 +74,17 @@ def _fresh_structlog() -> Iterator[None]:
 
 @dataclass
 class Org:
-    """One organization's config, state and token file, pointed at a running sandbox.
+    """One organization's config, state and token file, pointed at a sandbox.
+
+    ``running`` is the sandbox in this process (``InProcessSandbox``), or served over real
+    HTTP (``RunningSandbox``) for a test marked ``real_http`` or on ``SYSTEM_CLOCK``.
 
     ``clock`` is the organization's time (the sandbox's too, from the fixtures): runs and
     CLI commands wait on it, so their polls and rate spacing take no real time.
     """
 
     tmp: Path
-    running: RunningSandbox
+    running: RunningSandbox | InProcessSandbox
     config_path: Path
     clock: Clock = field(default_factory=VirtualClock)
 
@@ -52,8 +92,18 @@ class Org:
     def sandbox(self) -> Any:
         return self.running.sandbox
 
+    _loaded: tuple[Path, str, Settings] | None = field(default=None, init=False, repr=False)
+
     def settings(self) -> Settings:
-        return load_settings(self.config_path, environ={})
+        """The config file's settings, via ``load_settings``; parsed again whenever it changed.
+
+        Settings are frozen and a pure function of the path and the text, and tests ask for
+        them hundreds of times (each pure-Python YAML parse costs ~7 ms).
+        """
+        text = self.config_path.read_text(encoding="utf-8")
+        if self._loaded is None or self._loaded[:2] != (self.config_path, text):
+            self._loaded = (self.config_path, text, load_settings(self.config_path, environ={}))
+        return self._loaded[2]
 
     def state(self) -> StateDB:
         return StateDB.open(self.settings().state_file)
@@ -105,12 +155,18 @@ class Org:
 
 
 @pytest.fixture
-def org(tmp_path: Path, sandbox_server: RunningSandbox, clock: Clock) -> Iterator[Org]:
-    """An organization with lists Donors, Major, Newsletter and a valid token file."""
-    box = sandbox_server.sandbox
+def org(
+    tmp_path: Path, sandbox_service: RunningSandbox | InProcessSandbox, clock: Clock
+) -> Iterator[Org]:
+    """An organization with lists Donors, Major, Newsletter and a valid token file.
+
+    Its sandbox answers in this process unless the test is marked ``real_http`` (or runs
+    on ``SYSTEM_CLOCK``): see ``tests/sandbox_fixture.py``.
+    """
+    box = sandbox_service.sandbox
     for name in ("Donors", "Major", "Newsletter", "Subscribers", "NonSubscribers", "Existing"):
         box.add_list(name)
-    o = Org(tmp_path, sandbox_server, tmp_path / "flipsync.yaml", clock)
+    o = Org(tmp_path, sandbox_service, tmp_path / "flipsync.yaml", clock)
     o.write_config()
     write_token_file(
         tmp_path / "tokens.json", token_set_from_response(box.issue_tokens(), clock.now())

@@ -13,16 +13,18 @@ from typing import Any
 
 import yaml
 
+from flipsync.clients import new_session
 from flipsync.config import Settings
 from flipsync.ctct.auth import TokenManager, token_set_from_response, write_token_file
 from flipsync.ctct.budget import KeyBudget
 from flipsync.ctct.client import ConstantContactClient
-from flipsync.ctct.http import RetryPolicy, make_session
+from flipsync.ctct.http import RetryPolicy
 from flipsync.ctct.types import ClientSettings
 from flipsync.fleet import FleetSettings, load_fleet
 from flipsync.fleet_run import FleetRunner
 from flipsync.intake import IngestReport, ingest_text
-from flipsync.sandbox import RunningSandbox, Sandbox, SandboxConfig, start_in_thread
+from flipsync.sandbox import RunningSandbox, Sandbox, SandboxConfig
+from flipsync.sandbox.inprocess import InProcessSandbox, start_in_process
 from flipsync.state import StateDB, utcnow
 from tests.helpers import config_dict
 
@@ -34,7 +36,7 @@ class FleetBox:
     """A fleet of organizations, each with its own sandbox account."""
 
     root: Path
-    boxes: dict[str, RunningSandbox] = field(default_factory=dict)
+    boxes: dict[str, RunningSandbox | InProcessSandbox] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict)
     # Every request start the key's budget granted (wall time + wait), across all threads.
     starts: list[float] = field(default_factory=list)
@@ -57,8 +59,10 @@ class FleetBox:
     def fleet(self) -> FleetSettings:
         return load_fleet(self.root)
 
-    def add(self, name: str, *, box: RunningSandbox | None = None, **overrides: Any) -> Path:
-        running = box or start_in_thread(
+    def add(
+        self, name: str, *, box: RunningSandbox | InProcessSandbox | None = None, **overrides: Any
+    ) -> Path:
+        running = box or start_in_process(
             Sandbox(SandboxConfig(requests_per_second=0, activity_seconds=0))
         )
         self.boxes[name] = running
@@ -134,7 +138,7 @@ class FleetBox:
                 starts.append(time.time() + waited)
                 return waited
 
-        session = make_session(client_settings.user_agent)
+        session = new_session(client_settings.user_agent)
         retry = RetryPolicy.no_wait()
         return ConstantContactClient(
             client_settings,

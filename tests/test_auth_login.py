@@ -92,6 +92,7 @@ def login_by_device(org: Org, *, approve: bool = True) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("sandbox_config", [DEVICE], ids=["device-interval-1s"])
+@pytest.mark.real_http  # `flipsync auth login` runs as a subprocess polling a real port
 def test_device_login_writes_token_file_and_next_run_uses_it(
     org: Org, sandbox_config: SandboxConfig
 ) -> None:
@@ -124,6 +125,7 @@ def test_device_login_writes_token_file_and_next_run_uses_it(
 
 
 @pytest.mark.parametrize("sandbox_config", [DEVICE], ids=["device-interval-1s"])
+@pytest.mark.real_http  # `flipsync auth login` runs as a subprocess polling a real port
 def test_denied_device_login_exits_6_and_writes_nothing(
     org: Org, sandbox_config: SandboxConfig
 ) -> None:

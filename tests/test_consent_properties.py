@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flipsync.ctct.auth import token_set_from_response, write_token_file
-from flipsync.sandbox import Sandbox, SandboxConfig, start_in_thread
+from flipsync.sandbox import Sandbox, SandboxConfig
+from flipsync.sandbox.inprocess import start_in_process
 from flipsync.state import utcnow
 from tests.conftest import Org
 from tests.helpers import payload
@@ -82,7 +83,7 @@ def test_consent_invariants_hold_over_random_streams(
 ) -> None:
     """No unsubscribed contact in any body; existing contacts keep phone, address and status."""
     box = Sandbox(SandboxConfig(requests_per_second=0, activity_seconds=0))
-    with tempfile.TemporaryDirectory() as tmp, start_in_thread(box) as running:
+    with tempfile.TemporaryDirectory() as tmp, start_in_process(box) as running:
         org = make_org(Path(tmp), box, running, setup, status)
         org.write_config(policy=_policy(setup, status), run={"lookup_strategy": strategy})
         before: dict[str, dict[str, Any]] = {}

@@ -12,6 +12,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from flipsync.cli import build_client
 from flipsync.errors import ExitCode
 from flipsync.lock import hold_lock
@@ -19,6 +21,10 @@ from flipsync.outcomes import RunReport
 from flipsync.sync import Syncer
 from tests.conftest import Org
 from tests.helpers import payload
+
+# The end-to-end tests keep the real HTTP path (sockets, keep-alive, Date headers), and one
+# SIGKILLs a `flipsync run` subprocess, which can only reach a real port.
+pytestmark = pytest.mark.real_http
 
 
 def seeded(org: Org) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from typing import Any
 import pytest
 
 from flipsync.cli import build_client
+from flipsync.clients import new_session
 from flipsync.clock import SYSTEM_CLOCK, Clock, VirtualClock
 from flipsync.ctct.auth import (
     TokenManager,
@@ -41,18 +42,17 @@ from flipsync.ctct.auth import (
     token_set_from_response,
     write_token_file,
 )
-from flipsync.ctct.http import RetryPolicy, make_session, next_utc_midnight, process_limiter
+from flipsync.ctct.http import RetryPolicy, next_utc_midnight, process_limiter
 from flipsync.ctct.types import ClientSettings
 from flipsync.errors import ExitCode, FlipsyncError, ReauthRequired
 from flipsync.outcomes import RunReport
 from flipsync.sandbox import (
     FAULT_KINDS,
     RequestLogEntry,
-    RunningSandbox,
     Sandbox,
     SandboxConfig,
-    start_in_thread,
 )
+from flipsync.sandbox.inprocess import start_in_process
 from flipsync.sync import Syncer
 from tests.conftest import Org
 from tests.helpers import payload
@@ -251,7 +251,7 @@ class Final:
     requests: tuple[tuple[str, str], ...]
 
 
-def new_org(tmp: Path, running: RunningSandbox, scenario: Scenario, clock: Clock) -> Org:
+def new_org(tmp: Path, running: Any, scenario: Scenario, clock: Clock) -> Org:
     """An organization like the `org` fixture's, on the given sandbox and clock."""
     tmp.mkdir(parents=True, exist_ok=True)
     for name in LISTS:
@@ -267,7 +267,7 @@ def new_org(tmp: Path, running: RunningSandbox, scenario: Scenario, clock: Clock
 def reference(tmp_path: Path, scenario: Scenario) -> Final:
     """The fault-free end state of a scenario, from its own sandbox (on its own virtual clock)."""
     clock = VirtualClock()
-    running = start_in_thread(Sandbox(FAST, clock=clock.time))
+    running = start_in_process(Sandbox(FAST, clock=clock.time))
     try:
         ref = new_org(tmp_path / "reference", running, scenario, clock)
         scenario.seed(ref.sandbox)
@@ -439,7 +439,7 @@ def refresh_works(org: Org) -> bool:
     )
     manager = TokenManager(
         client_settings,
-        make_session("test"),
+        new_session("test"),
         retry=NO_WAIT,
         clock=org.clock.now,
         sleep=org.clock.sleep,

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flipsync.ctct.auth import token_set_from_response, write_token_file
-from flipsync.sandbox import Sandbox, SandboxConfig, start_in_thread
+from flipsync.sandbox import Sandbox, SandboxConfig
+from flipsync.sandbox.inprocess import start_in_process
 from flipsync.state import utcnow
 from tests.conftest import Org
 from tests.helpers import payload
@@ -71,7 +72,7 @@ def test_run_survives_hostile_payloads_and_keeps_the_good_ones(
     """Every payload gets an outcome with a reason; every valid person reaches Constant Contact."""
     box = Sandbox(SandboxConfig(requests_per_second=0, activity_seconds=0))
     box.add_list("Donors")
-    with tempfile.TemporaryDirectory() as tmp, start_in_thread(box) as running:
+    with tempfile.TemporaryDirectory() as tmp, start_in_process(box) as running:
         org = Org(Path(tmp), running, Path(tmp) / "flipsync.yaml")
         org.write_config()
         write_token_file(

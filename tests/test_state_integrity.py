@@ -26,6 +26,7 @@ from flipsync.cli import cli
 from flipsync.errors import ExitCode
 from flipsync.state import StateDB
 from tests.conftest import Org
+from tests.demo_run import DemoRun
 from tests.helpers import config_dict, payload, write_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -275,26 +276,19 @@ def test_closed_stdout_ends_quietly(org: Org, command: tuple[str, ...]) -> None:
 # -- make demo ------------------------------------------------------------------------------
 
 
-def test_demo_picks_a_free_port_when_the_default_is_taken(tmp_path: Path) -> None:
-    """scripts/demo.sh with its port taken says so and completes on another port."""
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-        result = subprocess.run(
-            ["bash", str(REPO / "scripts" / "demo.sh"), str(port)],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=env,
-        )
-    assert result.returncode == 0, result.stderr
-    assert f"port {port} is taken" in result.stdout
-    assert "== sandbox running at http://127.0.0.1:" in result.stdout
-    assert f":{port}\n" not in result.stdout.split("sandbox running at")[1].splitlines()[0] + "\n"
-    assert "Traceback" not in result.stderr
+def test_demo_picks_a_free_port_when_the_default_is_taken(demo_run: DemoRun) -> None:
+    """scripts/demo.sh with its port taken says so and completes on another port.
+
+    The run starts with the session (``demo_run`` in conftest.py): its real-time waits
+    overlap the other tests; here its whole output is checked.
+    """
+    returncode, stdout, stderr = demo_run.finish(timeout=120)
+    port = demo_run.port
+    assert returncode == 0, stderr
+    assert f"port {port} is taken" in stdout
+    assert "== sandbox running at http://127.0.0.1:" in stdout
+    assert f":{port}\n" not in stdout.split("sandbox running at")[1].splitlines()[0] + "\n"
+    assert "Traceback" not in stderr
 
 
 def test_sandbox_on_a_taken_port_is_one_clear_line() -> None:
