@@ -1,8 +1,8 @@
 """The Constant Contact V3 API methods flipsync uses.
 
-This module owns the URLs, query parameters, pagination and response parsing of each call, and
-the rules that keep writes from being sent twice blindly. Transport, retries and error mapping
-live in ``http``; tokens in ``auth``.
+This module owns the URLs, query parameters and pagination of each call, and the rules that
+keep writes from being sent twice blindly. Transport and retries live in ``http``, error
+mapping in ``answers``, answer parsing in ``parse``, tokens in ``auth``.
 
 No blind re-posts
 -----------------
@@ -11,26 +11,9 @@ have taken effect anyway (``OutcomeUnknown``), so it is never simply sent again:
 
 * ``start_json_import``: after such a failure the client waits one backoff, reads
   ``GET /activities`` (newest first) and adopts an activity only with proof that this POST
-  made it; otherwise it posts again, at most ``MAX_UNCERTAIN_POSTS`` posts in all, and then
-  gives up (the caller defers the batch; nothing is committed as done). An activity is the
-  answer to the uncertain POST (``import_matches`` plus uniqueness) only when all hold:
-
-  1. flipsync never recorded it before, in any run: the caller passes every activity id of
-     its journal and history (``exclude``), and this client adds the ids it returned;
-  2. its ``created_at`` is no earlier than the moment the POST was sent, in Constant
-     Contact's clock: our send time plus the *measured* lower bound of the server's clock
-     offset (``ServerClock``, from the ``Date`` headers of recent answers), less the one
-     second that ``Date`` and ``created_at`` may be truncated by. With no measured offset
-     nothing is adopted;
-  3. it looks like a contacts import: no ``status.list_count`` (list-membership jobs) and no
-     ``_links.results`` (exports);
-  4. its row count matches: ``items_total_count`` is the number of rows sent (or one more,
-     for CC's header row), or, without it, ``person_count`` equals that number. An activity
-     with no counts yet proves nothing and is never adopted;
-  5. it is the only activity that passes 1 to 4.
-
-  Imports are upserts by email, so a needless second post costs requests; adopting an
-  activity that is not ours would cost people. The rule errs towards the first.
+  made it (the rule in ``flipsync.ctct.matching``); otherwise it posts again, at most
+  ``MAX_UNCERTAIN_POSTS`` posts in all, and then gives up (the caller defers the batch;
+  nothing is committed as done).
 * ``create_contact``: re-posting is safe because a duplicate answers 409, which is raised as
   ``ContactExists`` with ``after_uncertain_post=True`` so the caller can decide.
 * ``sign_up``: an upsert by email, so it is retried like a GET (and on 409 "simultaneous
@@ -39,12 +22,11 @@ have taken effect anyway (``OutcomeUnknown``), so it is never simply sent again:
 
 from __future__ import annotations
 
-import codecs
 import csv
 import re
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -61,11 +43,23 @@ from flipsync.ctct.http import (
     utc_now,
 )
 from flipsync.ctct.limits import (
+    MAX_DELETE_CONTACTS,
     MAX_IMPORT_BYTES,
     MAX_IMPORT_CONTACTS,
     MAX_LIST_IDS,
+    contact_delete_body,
     encode_json,
     import_body,
+)
+from flipsync.ctct.matching import CLOCK_RESOLUTION, import_matches
+from flipsync.ctct.parse import (
+    _activity,
+    _contact,
+    _iso_param,
+    _items,
+    _json,
+    _req_str,
+    _text_lines,
 )
 from flipsync.ctct.types import (
     ActivityStatus,
@@ -80,10 +74,7 @@ from flipsync.errors import ContactExists, RequestRefused, TransientError, Unexp
 
 log = structlog.get_logger(__name__)
 
-# Date headers and created_at stamps may be truncated to the second.
-CLOCK_RESOLUTION: Final = timedelta(seconds=1)
 MAX_UNCERTAIN_POSTS: Final = 3
-MAX_DELETE_CONTACTS: Final = 500  # contact_ids per POST /activities/contact_delete
 _JSON: Final = {"Content-Type": "application/json"}
 _EXISTING_ID = re.compile(r"exists for contact\s+([0-9A-Za-z-]+)", re.IGNORECASE)
 
@@ -507,153 +498,3 @@ class ConstantContactClient:
         if found is not None:
             self._claimed_activities.add(found)
         return found
-
-
-def import_matches(
-    raw: Mapping[str, Any], *, people: int, since: datetime, claimed: set[str] | frozenset[str]
-) -> bool:
-    """Whether a raw activity can be the import an uncertain POST of ``people`` rows created.
-
-    Points 1 to 4 of the module docstring's rule; the caller checks uniqueness (point 5).
-    """
-    activity_id = raw.get("activity_id")
-    if not isinstance(activity_id, str) or not activity_id or activity_id in claimed:
-        return False
-    created_at = _parse_time(raw.get("created_at"))
-    if created_at is None or created_at < since:
-        return False
-    status = _dict(raw.get("status"))
-    links = _dict(raw.get("_links"))
-    if "list_count" in status or "results" in links:
-        return False
-    # items_total_count counts every row sent (plus CC's header row) from the start;
-    # person_count only the rows CC accepted, once it finished.
-    total = status.get("items_total_count")
-    if isinstance(total, int) and total > 0:
-        return total in (people, people + 1)
-    person_count = status.get("person_count")
-    if isinstance(person_count, int) and person_count > 0:
-        return person_count == people
-    # No counts (yet): nothing proves this activity holds our rows.
-    return False
-
-
-def _text_lines(chunks: Iterator[bytes]) -> Iterator[str]:
-    """UTF-8 text lines (ending in their newline) from byte chunks, for the csv module.
-
-    Only "\n" ends a line here, so any other line separator inside a field stays in it; the
-    csv module joins the lines of a quoted field that spans several.
-    """
-    decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
-    pending = ""
-    for chunk in chunks:
-        pending += decoder.decode(chunk)
-        start = 0
-        while (end := pending.find("\n", start)) != -1:
-            yield pending[start : end + 1]
-            start = end + 1
-        pending = pending[start:]
-    pending += decoder.decode(b"", final=True)
-    if pending:
-        yield pending
-
-
-def contact_delete_body(contact_ids: Sequence[str]) -> dict[str, Any]:
-    """The ContactDelete body: contact ids only (``list_ids`` would delete whole lists)."""
-    return {"contact_ids": list(contact_ids)}
-
-
-def _json(response: requests.Response) -> dict[str, Any]:
-    try:
-        data = response.json()
-    except ValueError:
-        data = None
-    if not isinstance(data, dict):
-        method = response.request.method if response.request is not None else "?"
-        path = urlsplit(response.url or "").path
-        raise UnexpectedResponse(f"Constant Contact answered {method} {path} without a JSON object")
-    return data
-
-
-def _dict(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _items(data: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
-    items = data.get(key, [])
-    if not isinstance(items, list):
-        raise UnexpectedResponse(f"Constant Contact sent {key} that is not a list")
-    return [item for item in items if isinstance(item, dict)]
-
-
-def _req_str(item: Mapping[str, Any], key: str) -> str:
-    value = item.get(key)
-    if not isinstance(value, str) or not value:
-        raise UnexpectedResponse(f"Constant Contact sent an item without {key}")
-    return value
-
-
-def _opt_str(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _opt_int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else None
-
-
-def _iso_param(moment: datetime) -> str:
-    """A query-string time in CC's style; naive datetimes are refused (their zone is unknown)."""
-    if moment.tzinfo is None:
-        raise ValueError("updated_after must be timezone-aware")
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _contact(raw: Mapping[str, Any]) -> RemoteContact:
-    email = _dict(raw.get("email_address"))
-    memberships = raw.get("list_memberships")
-    return RemoteContact(
-        contact_id=_req_str(raw, "contact_id"),
-        email=_opt_str(email.get("address")),
-        permission=_opt_str(email.get("permission_to_send")),
-        opt_out_source=_opt_str(email.get("opt_out_source")),
-        deleted=bool(raw.get("deleted_at")),
-        list_ids=frozenset(
-            m for m in (memberships if isinstance(memberships, list) else []) if isinstance(m, str)
-        ),
-        created_at=_parse_time(raw.get("created_at")),
-        updated_at=_parse_time(raw.get("updated_at")),
-        first_name=_opt_str(raw.get("first_name")),
-        last_name=_opt_str(raw.get("last_name")),
-    )
-
-
-def _activity(raw: Mapping[str, Any]) -> ActivityStatus:
-    status = _dict(raw.get("status"))
-    errors = raw.get("activity_errors")
-    return ActivityStatus(
-        activity_id=_req_str(raw, "activity_id"),
-        state=str(raw.get("state") or "unknown"),
-        percent_done=_opt_int(raw.get("percent_done")) or 0,
-        errors=tuple(
-            str(e.get("message", e)) if isinstance(e, dict) else str(e)
-            for e in (errors if isinstance(errors, list) else [])
-        ),
-        items_total_count=_opt_int(status.get("items_total_count")),
-        items_completed_count=_opt_int(status.get("items_completed_count")),
-        person_count=_opt_int(status.get("person_count")),
-        error_count=_opt_int(status.get("error_count")),
-        correctable_count=_opt_int(status.get("correctable_count")),
-        cannot_add_to_list_count=_opt_int(status.get("cannot_add_to_list_count")),
-        created_at=_parse_time(raw.get("created_at")),
-        results_href=_opt_str(_dict(_dict(raw.get("_links")).get("results")).get("href")),
-    )

@@ -28,6 +28,7 @@ CREATE_CONTACT: Final = "create_contact"
 ENDPOINTS: Final = frozenset({JSON_IMPORT, SIGN_UP_FORM, CREATE_CONTACT})
 
 MAX_IMPORT_CONTACTS: Final = 40_000
+MAX_DELETE_CONTACTS: Final = 500  # contact_ids per POST /activities/contact_delete
 #: CC's cap: a body must stay under this many bytes.
 MAX_IMPORT_BYTES: Final = 4_000_000
 #: The default cap leaves 5% for anything CC counts differently from us.
@@ -398,3 +399,8 @@ def _check_create(body: Mapping[str, Any]) -> list[str]:
     for i, address in enumerate(addresses):
         problems += _check_street_address(address, f"street_addresses[{i}]")
     return problems + _check_birthday(body)
+
+
+def contact_delete_body(contact_ids: Sequence[str]) -> dict[str, Any]:
+    """The ContactDelete body: contact ids only (``list_ids`` would delete whole lists)."""
+    return {"contact_ids": list(contact_ids)}
