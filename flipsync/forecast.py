@@ -240,15 +240,15 @@ def estimate_backfill(
             reads["contact_count"] += 1
             notes.append(
                 "the contact mirror is not built yet: its cost depends on the account's size "
-                "(about 9 requests by export for a large account, 1 per 500 contacts otherwise)"
+                "(about 8 requests by export for a large account, 1 per 500 contacts otherwise)"
             )
             reads["contact_export"] += 2
-            reads["activity"] += 4
+            reads["activity"] += 3
             reads["export_file"] += 2
         else:
             pages = max(1, -(-int(size) // PAGE_SIZE))
             if pages > EXPORT_MIN_PAGES:
-                reads.update({"contact_export": 2, "activity": 4, "export_file": 2, "lists": 1})
+                reads.update({"contact_export": 2, "activity": 3, "export_file": 2})
             else:
                 reads["contacts_page"] += pages
         notes.append(

@@ -106,6 +106,9 @@ class Knowledge:
         self.on_read: Callable[[Mapping[str, MirrorEntry]], None] | None = None
         self._read_this_run = False
         self.progress: Progress = no_progress
+        # List name -> id of the run's catalog (the lists the policy names, which are the ones
+        # the mirror's memberships are checked against); None: an export reads the lists.
+        self.list_ids_by_name: Mapping[str, str] | None = None
 
     @property
     def mirror_complete(self) -> bool:
@@ -257,18 +260,26 @@ class Knowledge:
         before = sum(self.api.request_counts.values())
         started = self.api.server_now()
         now = self.clock()
-        by_name = {lst.name: lst.list_id for lst in self.api.list_lists()}
+        by_name = (
+            dict(self.list_ids_by_name)
+            if self.list_ids_by_name is not None
+            else {lst.name: lst.list_id for lst in self.api.list_lists()}
+        )
+        # Both exports are queued before either is read: Constant Contact works on them
+        # side by side, and the second is usually ready when the first file is read.
+        live = self.api.start_contact_export(None)
+        deleted = self.api.start_contact_export("removed")
         rows = self.state.replace_mirror(
             self._counted(
                 mirror_export.entries(
-                    mirror_export.export_rows(self.api, None, self.sleep),
+                    mirror_export.export_rows(self.api, live, self.sleep),
                     deleted=False,
                     list_ids_by_name=by_name,
                     now=now,
                 )
             ),
             mirror_export.entries(
-                mirror_export.export_rows(self.api, "removed", self.sleep),
+                mirror_export.export_rows(self.api, deleted, self.sleep, look_first=True),
                 deleted=True,
                 list_ids_by_name=by_name,
                 now=now,

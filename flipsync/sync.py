@@ -405,6 +405,12 @@ class Syncer:
         """Lists (and custom fields) named by the config must exist before any write."""
         if self._catalog is None:
             self._catalog = resolve_catalog(self.settings, self.api)
+            # The mirror's export needs list names too: no second read of the lists.
+            self.knowledge.list_ids_by_name = {
+                self._catalog.list_names[ref]: list_id
+                for ref, list_id in self._catalog.list_ids.items()
+                if ref in self._catalog.list_names
+            }
         return self._catalog
 
 

@@ -39,6 +39,11 @@ def test_a_large_account_is_mirrored_from_two_exports(org: Org) -> None:
     assert report.knowledge == ["mirror build"]
     by_path = [(e.method, e.path) for e in org.api_requests()]
     assert by_path.count(("POST", "/v3/activities/contact_exports")) == 2
+    # both exports are queued before either file is read, so they are processed side by side
+    posts = [i for i, (m, p) in enumerate(by_path) if p == "/v3/activities/contact_exports"]
+    files = [i for i, (m, p) in enumerate(by_path) if p.startswith("/v3/contact_exports/")]
+    assert len(files) == 2 and max(posts) < min(files)
+    assert by_path.count(("GET", "/v3/contact_lists")) == 1  # the export reuses the run's lists
     pages = [
         e
         for e in org.api_requests()
