@@ -229,10 +229,6 @@ class SyncState(MirrorStore, ExpectationStore, BatchStore, Protocol):
         """The next `limit` payloads after `seq`, in arrival order."""
         ...
 
-    def inbox_by_seqs(self, seqs: Sequence[int]) -> list[InboxRow]:
-        """Payloads by seq (retries, journal replays), in seq order."""
-        ...
-
     def inbox_batch_after(self, seq: int, limit: int) -> InboxBatch:
         """The next `limit` payloads after `seq`, parsed only as each is read."""
         ...

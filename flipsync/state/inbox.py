@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -107,13 +105,8 @@ class InboxTables(StateBase):
             )
 
     def inbox_after(self, seq: int, limit: int) -> list[InboxRow]:
-        """The next `limit` payloads after `seq`, in arrival order."""
-        rows = self._conn.execute(
-            "SELECT seq, record_key, source, received_at, payload FROM inbox "
-            "WHERE seq > ? ORDER BY seq LIMIT ?",
-            (seq, limit),
-        ).fetchall()
-        return [_inbox_row(r) for r in rows]
+        """The next `limit` payloads after `seq`, in arrival order, parsed."""
+        return list(self.inbox_batch_after(seq, limit))
 
     def inbox_batch_after(self, seq: int, limit: int) -> InboxBatch:
         """The next `limit` payloads after `seq`, as text until each is read (a run's batch)."""
@@ -143,22 +136,6 @@ class InboxTables(StateBase):
                 )
             ]
         return InboxBatch(sorted(raw))
-
-    def inbox_by_seqs(self, seqs: Sequence[int]) -> list[InboxRow]:
-        """Payloads by seq (retries, journal replays), in seq order."""
-        out: list[InboxRow] = []
-        for start in range(0, len(seqs), 500):
-            chunk = list(seqs[start : start + 500])
-            marks = ",".join("?" * len(chunk))
-            out += [
-                _inbox_row(r)
-                for r in self._conn.execute(
-                    f"SELECT seq, record_key, source, received_at, payload FROM inbox "
-                    f"WHERE seq IN ({marks})",
-                    chunk,
-                ).fetchall()
-            ]
-        return sorted(out, key=lambda r: r.seq)
 
     def oldest_waiting(self) -> str | None:
         """When the oldest record after the checkpoint arrived (None: nothing waits)."""
@@ -204,13 +181,3 @@ class InboxTables(StateBase):
             int(r[0]): int(r[1])
             for r in self._conn.execute("SELECT seq, attempts FROM retry_queue ORDER BY seq")
         }
-
-
-def _inbox_row(r: sqlite3.Row) -> InboxRow:
-    return InboxRow(
-        seq=int(r["seq"]),
-        record_key=r["record_key"],
-        source=r["source"],
-        received_at=r["received_at"],
-        payload=json.loads(r["payload"]),
-    )
