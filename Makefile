@@ -12,6 +12,7 @@ $(BIN)/flipsync: pyproject.toml requirements-dev.lock
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
 	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/python -m compileall -q flipsync  # as pip does for a regular install: faster starts
 	touch $(BIN)/flipsync
 
 install: $(BIN)/flipsync
@@ -33,8 +34,13 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# On every core (pytest-xdist; at most 4 workers, idle ones steal queued tests). Bytecode is
+# cached even where PYTHONDONTWRITEBYTECODE is set: each worker and each `flipsync` process a
+# test starts would otherwise compile the package and the assert-rewritten tests again.
+unit: export PYTHONDONTWRITEBYTECODE =
 unit: install
-	$(BIN)/pytest -q --cov --cov-report=term-missing --cov-fail-under=90
+	$(BIN)/pytest -q -n auto --maxprocesses=4 --dist worksteal \
+		--cov --cov-report=term-missing --cov-fail-under=90
 
 test: lint typecheck unit
 

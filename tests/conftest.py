@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,7 +24,7 @@ from flipsync.sandbox import RunningSandbox
 from flipsync.sandbox.inprocess import InProcessSandbox
 from flipsync.state import StateDB
 from flipsync.sync import Syncer
-from tests.demo_run import DEMO_TEST, DemoRun, start_demo
+from tests.demo_run import DEMO_ENV, DEMO_TEST, DemoRun, start_demo
 from tests.helpers import config_dict, write_config
 
 pytest_plugins = ["tests.sandbox_fixture"]
@@ -35,21 +36,41 @@ def pytest_configure(config: pytest.Config) -> None:
         "real_http: the org fixture serves its sandbox over real HTTP on 127.0.0.1 (end-to-end "
         "tests of the socket path, or a test that reaches it from another process)",
     )
+    if _is_xdist_controller(config) and _may_select_the_demo(config):
+        # One demo for the whole session, started before the workers, which attach to it.
+        demo = start_demo()
+        config.stash[_DEMO] = demo
+        os.environ[DEMO_ENV] = demo.describe()
 
 
 _DEMO = pytest.StashKey[DemoRun]()
 
 
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    return not hasattr(config, "workerinput") and bool(config.getoption("numprocesses", None))
+
+
+def _may_select_the_demo(config: pytest.Config) -> bool:
+    """The controller does not collect: it starts the demo unless the paths rule it out."""
+    if config.option.collectonly:
+        return False
+    demo_file = DEMO_TEST.split("::")[0]
+    return not config.args or any(
+        demo_file.startswith(arg.split("::")[0].rstrip("/")) for arg in config.args
+    )
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Start the demo now when it is to be tested: it waits in real time, the suite need not."""
-    if session.config.option.collectonly:
+    if session.config.option.collectonly or _is_xdist_controller(session.config):
         return
     if any(item.nodeid == DEMO_TEST for item in session.items):
-        session.config.stash[_DEMO] = start_demo()
+        attached = os.environ.get(DEMO_ENV)
+        session.config.stash[_DEMO] = DemoRun.attach(attached) if attached else start_demo()
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    demo = session.config.stash.get(_DEMO, None)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    demo = config.stash.get(_DEMO, None)
     if demo is not None:
         demo.stop()
 

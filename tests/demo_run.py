@@ -3,57 +3,78 @@
 The demo is a real `make demo`: a sandbox process with the production rate limit and
 several `flipsync` processes, about ten seconds mostly spent waiting for the sandbox's
 4 requests/s. ``conftest.py`` starts it in the background when the session's tests include
-``DEMO_TEST``; the test then collects the result and asserts on it exactly as if it had run
+``DEMO_TEST`` (under pytest-xdist, once, in the controller, whose workers attach to it by
+``DEMO_ENV``); the test then collects the result and asserts on it exactly as if it had run
 the demo itself (which it does when started alone).
+
+The demo's stdout, stderr and exit status go to files in its folder, so that any process
+can collect them, not only the one that started it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_TEST = "tests/test_state_integrity.py::test_demo_picks_a_free_port_when_the_default_is_taken"
+DEMO_ENV = "FLIPSYNC_TEST_DEMO"  # the running demo's description, for xdist workers
+
+# bash runs the demo, then writes its exit status (atomically: rc.tmp, then rc)
+_WRAPPER = 'bash "$0" "$1" >"$2/out" 2>"$2/err"; echo $? >"$2/rc.tmp"; mv "$2/rc.tmp" "$2/rc"'
 
 
 @dataclass
 class DemoRun:
-    """One demo run holding ``port`` taken until it ends; ``finish`` waits for its result."""
+    """One demo run; its owner holds ``port`` taken until it ends. ``finish`` waits for it."""
 
-    proc: subprocess.Popen[bytes]
-    taken: socket.socket
+    folder: Path
     port: int
-    out: IO[bytes]
-    err: IO[bytes]
+    pid: int
+    taken: socket.socket | None = None  # these two only in the process that started it
+    proc: subprocess.Popen[bytes] | None = None
+
+    def describe(self) -> str:
+        """What another process needs to attach to this run."""
+        return json.dumps({"folder": str(self.folder), "port": self.port, "pid": self.pid})
+
+    @classmethod
+    def attach(cls, description: str) -> DemoRun:
+        data = json.loads(description)
+        return cls(Path(data["folder"]), int(data["port"]), int(data["pid"]))
 
     def finish(self, timeout: float = 120) -> tuple[int, str, str]:
-        """Exit status, stdout and stderr of the demo (waits for it; releases the port)."""
-        try:
-            returncode = self.proc.wait(timeout=timeout)
-            self.out.seek(0)
-            self.err.seek(0)
-            return returncode, self.out.read().decode(), self.err.read().decode()
-        finally:
-            self.stop()
+        """Exit status, stdout and stderr of the demo (waits for it to end)."""
+        rc = self.folder / "rc"
+        deadline = time.monotonic() + timeout
+        while not rc.exists():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the demo did not end within {timeout} s")
+            time.sleep(0.05)
+        out = (self.folder / "out").read_text(errors="replace")
+        return int(rc.read_text()), out, (self.folder / "err").read_text(errors="replace")
 
     def stop(self) -> None:
-        """End the demo if it still runs, free the port and the output files (idempotent)."""
-        if self.proc.poll() is None:
+        """End the demo if it still runs; the owner frees the port and the folder (idempotent)."""
+        if not (self.folder / "rc").exists():
             # the demo's own process group: bash, its sandbox and any flipsync command
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
+        if self.proc is not None:
             self.proc.wait(timeout=10)
-        self.taken.close()
-        self.out.close()
-        self.err.close()
+        if self.taken is not None:
+            self.taken.close()
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def start_demo() -> DemoRun:
@@ -62,15 +83,13 @@ def start_demo() -> DemoRun:
     taken.bind(("127.0.0.1", 0))
     taken.listen()
     port = int(taken.getsockname()[1])
+    folder = Path(tempfile.mkdtemp(prefix="flipsync-demo-"))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    out = tempfile.TemporaryFile()  # noqa: SIM115 - DemoRun.stop closes it
-    err = tempfile.TemporaryFile()  # noqa: SIM115 - DemoRun.stop closes it
     proc = subprocess.Popen(
-        ["bash", str(REPO / "scripts" / "demo.sh"), str(port)],
+        ["bash", "-c", _WRAPPER, str(REPO / "scripts" / "demo.sh"), str(port), str(folder)],
         cwd=REPO,
-        stdout=out,
-        stderr=err,
+        stdin=subprocess.DEVNULL,
         env=env,
         start_new_session=True,
     )
-    return DemoRun(proc, taken, port, out, err)
+    return DemoRun(folder, port, proc.pid, taken, proc)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -38,7 +37,7 @@ class FleetBox:
     root: Path
     boxes: dict[str, RunningSandbox | InProcessSandbox] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict)
-    # Every request start the key's budget granted (wall time + wait), across all threads.
+    # Every request start the key's budget granted, across all threads.
     starts: list[float] = field(default_factory=list)
     built: list[Settings] = field(default_factory=list)
     # The fleet's clock stands still unless a test moves it (offset): whether an organization
@@ -130,13 +129,21 @@ class FleetBox:
             organization_daily_limit=cc.organization_daily_request_budget,
             sleep=lambda _: None,
         )
+        # The start each reservation granted, recorded under the budget's lock: exact whatever
+        # the threads do after (reading the time again after acquire() raced with the others).
+        spacer = budget._spacer
         starts = self.starts
 
-        class Recording:
-            def acquire(self) -> float:
-                waited = budget.acquire()
-                starts.append(time.time() + waited)
-                return waited
+        class RecordingSpacer:
+            def reserve(self, last_start: float | None) -> tuple[float, float]:
+                start, wait = spacer.reserve(last_start)
+                starts.append(start)
+                return start, wait
+
+            def wait(self, seconds: float) -> float:
+                return spacer.wait(seconds)
+
+        budget._spacer = RecordingSpacer()  # type: ignore[assignment]
 
         session = new_session(client_settings.user_agent)
         retry = RetryPolicy.no_wait()
@@ -145,7 +152,7 @@ class FleetBox:
             TokenManager(client_settings, session, retry=retry),
             session=session,
             retry=retry,
-            limiter=Recording(),
+            limiter=budget,
         )
 
     def runner(self) -> FleetRunner:

@@ -55,8 +55,9 @@ NASTY = st.sampled_from(
     ["\ud800", "\udfff", "\x00", "\u202e", "\u200f", "\ufeff", "\uffff", "\U0001f600", "\r\n", '"']
 )
 TEXT = st.text(max_size=40) | st.lists(NASTY | st.text(max_size=5), max_size=8).map("".join)
+JSON_LEAF = st.none() | st.booleans() | st.integers() | st.floats() | TEXT
 JSON_VALUE = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | TEXT,
+    JSON_LEAF,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=4),
     max_leaves=12,
 )
@@ -90,9 +91,9 @@ def dumps(value: Any, *, ensure_ascii: bool) -> str:
     return re.sub("[\ud800-\udfff]", lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
-def valid_payload() -> st.SearchStrategy[dict[str, Any]]:
+def valid_payload(values: st.SearchStrategy[Any] = JSON_VALUE) -> st.SearchStrategy[dict[str, Any]]:
     """A payload the receiver must store: unique id plus arbitrary (even nasty) fields."""
-    return st.dictionaries(TEXT, JSON_VALUE, max_size=6).map(
+    return st.dictionaries(TEXT, values, max_size=6).map(
         lambda d: {**d, "webhook_record_id": f"fz-{uuid.uuid4().hex}"}
     )
 
@@ -241,7 +242,8 @@ def test_the_receiver_never_answers_500_or_raises(
 
 @FUZZ
 @given(
-    good=st.lists(valid_payload(), min_size=1, max_size=6),
+    # mostly flat fields, some nested: generating deep values for every field is most of the cost
+    good=st.lists(valid_payload(JSON_LEAF | JSON_VALUE), min_size=1, max_size=6),
     junk=st.lists(
         st.none() | st.integers() | TEXT | st.lists(st.integers(), max_size=3), max_size=6
     ),
@@ -303,7 +305,8 @@ def test_payload_text_parser_never_raises(text: str) -> None:
 
 @FUZZ
 @given(
-    good=st.lists(valid_payload(), min_size=2, max_size=6),
+    # flat values: nesting inside a line is json.loads's business, the lines are this test's
+    good=st.lists(valid_payload(JSON_LEAF), min_size=2, max_size=6),
     junk=st.lists(
         st.sampled_from(["{", "not json", "[1,", '"str"', "42", "{]", "\x00"]), max_size=5
     ),

@@ -235,7 +235,8 @@ def start_in_thread(sandbox: Sandbox, host: str = "127.0.0.1", port: int = 0) ->
     server = _Server((host, port), sandbox)
     thread = threading.Thread(
         target=server.serve_forever,
-        kwargs={"poll_interval": 0.05},
+        # how often the loop looks for a stop: stop() waits up to this long (a test per sandbox)
+        kwargs={"poll_interval": 0.005},
         name=f"flipsync-sandbox-{server.server_address[1]}",
         daemon=True,
     )
