@@ -54,10 +54,9 @@ def _may_select_the_demo(config: pytest.Config) -> bool:
     """The controller does not collect: it starts the demo unless the paths rule it out."""
     if config.option.collectonly:
         return False
-    demo_file = DEMO_TEST.split("::")[0]
-    return not config.args or any(
-        demo_file.startswith(arg.split("::")[0].rstrip("/")) for arg in config.args
-    )
+    demo_file = (config.rootpath / DEMO_TEST.split("::")[0]).resolve()
+    given = [(config.invocation_params.dir / arg.split("::")[0]).resolve() for arg in config.args]
+    return not given or any(path == demo_file or path in demo_file.parents for path in given)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -66,7 +65,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     if any(item.nodeid == DEMO_TEST for item in session.items):
         attached = os.environ.get(DEMO_ENV)
-        session.config.stash[_DEMO] = DemoRun.attach(attached) if attached else start_demo()
+        if attached:
+            session.config.stash[_DEMO] = DemoRun.attach(attached)
+        elif not hasattr(session.config, "workerinput"):
+            session.config.stash[_DEMO] = start_demo()
+        # else: an xdist worker with no demo from its controller: the test starts its own
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
