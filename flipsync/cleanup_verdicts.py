@@ -8,8 +8,7 @@ outcomes and a fresh Constant Contact lookup into delete, keep, gone or not_sync
 from __future__ import annotations
 
 import fnmatch
-import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -19,13 +18,14 @@ import structlog
 
 from flipsync.ctct.types import RemoteContact
 from flipsync.emails import normalize_email
+from flipsync.policy import Action, Endpoint
 from flipsync.records import FlipcauseRecord, parse_record
 from flipsync.settings import FlipcauseSettings, TestRecordSettings
-from flipsync.state import InboxRow, iso
+from flipsync.state import InboxRow, OutcomeRecord, iso
 
 log = structlog.get_logger(__name__)
 
-WRITES = ("create", "update")
+WRITES = frozenset({Action.CREATE, Action.UPDATE})
 # flipsync's write time is when it committed, after Constant Contact confirmed the write, so
 # CC's own stamp of that write is earlier; this only absorbs the two clocks disagreeing a
 # little. A person changing a test contact within a second of the sync is not a real case.
@@ -151,7 +151,7 @@ class Candidate:
 
 
 def judge_history(
-    email_key: str, records: EmailRecords, history: Sequence[Mapping[str, Any]]
+    email_key: str, records: EmailRecords, history: Sequence[OutcomeRecord]
 ) -> Candidate:
     """The verdict from flipsync's own knowledge; DELETE here still needs the fresh lookup.
 
@@ -178,10 +178,10 @@ def judge_history(
     since_delete = list(history)
     deleted_at: str | None = None
     for index, row in enumerate(history):
-        if row.get("action") == Verdict.DELETE.value:
+        if row.action is Action.DELETE:
             since_delete = list(history[index + 1 :])
-            deleted_at = str(row.get("at"))
-    writes = [o for o in since_delete if o.get("action") in WRITES and o.get("endpoint") != "none"]
+            deleted_at = row.at
+    writes = [o for o in since_delete if o.action in WRITES and o.endpoint is not Endpoint.NONE]
     if not writes and deleted_at is not None:
         return _with(
             base,
@@ -194,14 +194,12 @@ def judge_history(
             verdict=Verdict.NOT_SYNCED,
             reason="flipsync never wrote this email to Constant Contact",
         )
-    if writes[0]["action"] != "create":
+    if writes[0].action is not Action.CREATE:
         return keep(
             "the contact existed before flipsync wrote to it (its first write was an update); "
             "pre-existing contacts are never deleted"
         )
-    foreign = sorted(
-        {k for o in writes for k in _keys(o.get("record_keys")) if k not in records.tests}
-    )
+    foreign = sorted({k for o in writes for k in o.record_keys if k not in records.tests})
     if foreign:
         return keep(
             f"flipsync also wrote it for record(s) that are not tests ({', '.join(foreign[:3])})"
@@ -210,7 +208,7 @@ def judge_history(
         base,
         verdict=Verdict.DELETE,
         reason="created by flipsync from test records",
-        flipsync_wrote_at=max(str(o["at"]) for o in writes),
+        flipsync_wrote_at=max(o.at for o in writes),
     )
 
 
@@ -253,9 +251,3 @@ def _with(candidate: Candidate, **changes: Any) -> Candidate:
     values = asdict(candidate)
     values.update(changes)
     return Candidate(**values)
-
-
-def _keys(raw: Any) -> list[str]:
-    if isinstance(raw, str):
-        raw = json.loads(raw)
-    return [str(k) for k in raw] if isinstance(raw, list) else []

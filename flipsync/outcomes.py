@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flipsync.json_fields import (
-    JSON,
     JSONObject,
     StoredDataError,
     int_tuple,
@@ -73,17 +72,6 @@ class Outcome:
     @property
     def synced(self) -> bool:
         return self.action not in NOT_SYNCED
-
-    def __getitem__(self, key: str) -> JSON:
-        """Read-only JSON view (``o["action"] == "skip"``), as the rows before this type read.
-
-        Code in flipsync uses the attributes; the view serves tests and scripts written
-        against the outcome rows, and cannot change anything.
-        """
-        return self.to_json()[key]
-
-    def get(self, key: str, default: JSON = None) -> JSON:
-        return self.to_json().get(key, default)
 
     def public(self) -> JSONObject:
         """The keys a person sees, as plain JSON values."""

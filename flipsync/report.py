@@ -20,6 +20,7 @@ from flipsync.intake import IngestReport
 from flipsync.json_fields import JSONObject
 from flipsync.outcomes import NOT_SYNCED, PUBLIC_OUTCOME_KEYS, Outcome, RunReport
 from flipsync.safe_text import csv_cell, for_terminal, json_for_terminal
+from flipsync.state import OutcomeRecord
 
 OUTCOME_COLUMNS = PUBLIC_OUTCOME_KEYS
 _EMAIL_RE = re.compile(r"[^\s@<>()\[\],;:\"']+@[^\s@<>()\[\],;:\"']+")
@@ -268,22 +269,22 @@ def render_cleanup(report: CleanupReport) -> str:
     return for_terminal("\n".join(lines))
 
 
-def render_history(email: str, rows: Sequence[Mapping[str, Any]]) -> str:
+def render_history(email: str, rows: Sequence[OutcomeRecord]) -> str:
     """`flipsync explain EMAIL`: every outcome for one person, oldest first."""
     if not rows:
         return for_terminal(f"{email}: flipsync has no record of this email.")
     lines = [f"{email}: {len(rows)} outcome(s)"]
     for r in rows:
         lines.append(
-            f"- {r['at']} run {r['run_id']}: {r['action']} via {r['endpoint']}, "
-            f"{r.get('status_before') or '-'} -> {r.get('status_after') or '-'}"
+            f"- {r.at} run {r.run_id}: {r.action} via {r.endpoint}, "
+            f"{r.status_before or '-'} -> {r.status_after or '-'}"
         )
-        if r.get("lists"):
-            lines.append(f"    lists: {', '.join(r['lists'])}")
-        if r.get("fields"):
-            lines.append(f"    fields written: {', '.join(r['fields'])}")
-        lines.append(f"    reason: {r['reason']}")
-        ids = _ids(r.get("flipcause_ids"))
+        if r.lists:
+            lines.append(f"    lists: {', '.join(r.lists)}")
+        if r.fields:
+            lines.append(f"    fields written: {', '.join(r.fields)}")
+        lines.append(f"    reason: {r.reason}")
+        ids = _ids(r.flipcause_ids)
         if ids:
             lines.append(f"    flipcause: {ids}")
     return for_terminal("\n".join(lines))

@@ -34,7 +34,7 @@ from flipsync.outcomes import RunReport
 from flipsync.ports import ConstantContactAPI, SyncState
 from flipsync.progress import Progress, no_progress
 from flipsync.settings import Settings
-from flipsync.state import MirrorEntry, StateDB, iso, utcnow
+from flipsync.state import MirrorEntry, OutcomeRecord, StateDB, iso, utcnow
 
 if TYPE_CHECKING:
     from flipsync.cleanup import CleanupReport
@@ -333,7 +333,7 @@ class Explanation:
     """Every decision flipsync recorded for one email, and what it last saw in the account."""
 
     email: str
-    outcomes: list[dict[str, Any]]
+    outcomes: list[OutcomeRecord]
     mirror: MirrorEntry | None
 
     def as_dict(self) -> dict[str, Any]:
@@ -341,7 +341,7 @@ class Explanation:
         mirror = self.mirror
         return {
             "email": self.email,
-            "outcomes": self.outcomes,
+            "outcomes": [o.to_json() for o in self.outcomes],
             "constant_contact": None
             if mirror is None
             else {

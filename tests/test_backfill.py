@@ -42,7 +42,7 @@ def test_backfill_window_leaves_live_checkpoint(org: Org) -> None:
         assert state.checkpoint == 3
         runs = state.recent_runs()
         assert runs[0]["kind"] == "backfill" and runs[0]["status"] == "ok"
-        assert [o["action"] for o in state.outcomes_for("feb@example.org")] == ["create", "update"]
+        assert [o.action for o in state.outcomes_for("feb@example.org")] == ["create", "update"]
 
 
 def test_interrupted_backfill_resumes_where_it_stopped(org: Org) -> None:

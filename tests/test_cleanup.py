@@ -25,7 +25,8 @@ from flipsync.config import TestRecordSettings
 from flipsync.ctct.types import ActivityStatus, RemoteContact
 from flipsync.errors import ConfigError, InputError
 from flipsync.outcomes import Outcome
-from flipsync.state import InboxRow, Journal, StateDB, iso
+from flipsync.policy import Action, Endpoint
+from flipsync.state import InboxRow, Journal, OutcomeRecord, StateDB, iso
 from flipsync.sync import TEST_RECORD_REASON, Syncer
 from tests.conftest import Org
 from tests.helpers import config_dict, payload, record, settings_from
@@ -142,9 +143,24 @@ def _records(tests: Sequence[str] = ("k1",), others: Sequence[str] = ()) -> Emai
     )
 
 
-def _outcome(action: str, keys: Sequence[str] = ("k1",), at: datetime = NOW) -> dict[str, Any]:
-    endpoint = "none" if action == "skip" else "json_import"
-    return {"action": action, "endpoint": endpoint, "record_keys": list(keys), "at": iso(at)}
+def _outcome(action: str, keys: Sequence[str] = ("k1",), at: datetime = NOW) -> OutcomeRecord:
+    return OutcomeRecord(
+        id=1,
+        run_id="r",
+        at=iso(at),
+        email="t+test@example.org",
+        email_key="t+test@example.org",
+        record_keys=tuple(keys),
+        flipcause_ids={},
+        action=Action(action),
+        endpoint=Endpoint.NONE if action == "skip" else Endpoint.JSON_IMPORT,
+        status_before=None,
+        status_after=None,
+        lists=(),
+        fields=(),
+        reason="",
+        run_kind="live",
+    )
 
 
 @pytest.mark.parametrize(
@@ -327,10 +343,10 @@ def test_apply_deletes_in_bulk_requests_of_500_and_marks_the_records(tmp_path: P
     assert clock.slept == [2.0, 2.0, 2.0, 2.0]  # two polls each before the activities finish
     assert len(report.deleted) == 501 and report.marked == 501
     history = state.outcomes_for("t0+test@example.org")
-    assert [o["action"] for o in history] == ["create", "delete"]
-    assert history[-1]["endpoint"] == "contact_delete"
-    assert history[-1]["status_after"] == "deleted"
-    assert "test contact deleted by cleanup-test-contacts" in history[-1]["reason"]
+    assert [o.action for o in history] == ["create", "delete"]
+    assert history[-1].endpoint == "contact_delete"
+    assert history[-1].status_after == "deleted"
+    assert "test contact deleted by cleanup-test-contacts" in history[-1].reason
     assert state.test_marked(["wh:0", "wh:500", "wh:x"]) == {"wh:0", "wh:500"}
     mirror = state.mirror_get(["t0+test@example.org"])["t0+test@example.org"]
     assert mirror.deleted
@@ -349,7 +365,7 @@ def test_an_activity_that_does_not_finish_in_time_marks_nothing(tmp_path: Path) 
     assert sum(clock.slept) == pytest.approx(30)  # activity_wait_seconds in the test config
     assert report.not_deleted == emails and report.deleted == []
     assert state.test_marked(["wh:0"]) == set()
-    assert [o["action"] for o in state.outcomes_for(emails[0])] == ["create"]
+    assert [o.action for o in state.outcomes_for(emails[0])] == ["create"]
 
 
 def test_a_partial_activity_is_checked_per_contact(tmp_path: Path) -> None:
@@ -363,8 +379,8 @@ def test_a_partial_activity_is_checked_per_contact(tmp_path: Path) -> None:
     assert report.deleted == ["b+test@example.org"]
     assert report.not_deleted == ["a+test@example.org"]
     assert report.status == "incomplete" and report.marked == 0
-    assert [o["action"] for o in state.outcomes_for("b+test@example.org")] == ["create", "delete"]
-    assert [o["action"] for o in state.outcomes_for("a+test@example.org")] == ["create"]
+    assert [o.action for o in state.outcomes_for("b+test@example.org")] == ["create", "delete"]
+    assert [o.action for o in state.outcomes_for("a+test@example.org")] == ["create"]
 
 
 def test_apply_waits_for_an_unfinished_batch_first(tmp_path: Path) -> None:
@@ -461,13 +477,13 @@ def test_list_then_apply_against_the_sandbox(org: Org) -> None:
 
     # No later run or backfill sends a marked record again.
     report = org.run()
-    skipped = [o for o in report.outcomes if o["reason"] == TEST_RECORD_REASON]
-    assert [o["email"] for o in skipped] == ["curl+test@example.org"]
+    skipped = [o for o in report.outcomes if o.reason == TEST_RECORD_REASON]
+    assert [o.email for o in skipped] == ["curl+test@example.org"]
     with org.state() as state:
         settings = org.settings()
         syncer = Syncer(settings, state, _client(org), sleep=lambda _: None)
         backfill = syncer.backfill(date(2000, 1, 1), None)
-    sent = {o["email"] for o in backfill.outcomes if o["action"] in ("create", "update")}
+    sent = {o.email for o in backfill.outcomes if o.action in ("create", "update")}
     assert sent == {"todd@example.org", "shared@example.org"}
     final = {c["email_address"]["address"]: c for c in org.sandbox.contacts()}
     assert "deleted_at" in final["todd+test@example.org"]

@@ -19,6 +19,7 @@ CORE = (
     "flipsync.records",
     "flipsync.people",
     "flipsync.rules",
+    "flipsync.actions",
     "flipsync.policy",
     "flipsync.plan",
     "flipsync.catalog",
@@ -163,7 +164,7 @@ with tempfile.TemporaryDirectory() as tmp:
 
 assert report.status == "ok", (report.status, report.message)
 assert checkpoint == 1, checkpoint
-assert [row["action"] for row in history] == ["create"], history
+assert [row.action for row in history] == ["create"], history
 [(rows, list_ids)] = account.imports
 assert list_ids == [LIST_ID], list_ids
 assert rows == [{"email": "Ada@Example.org", "first_name": "Ada"}], rows

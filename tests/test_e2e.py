@@ -75,7 +75,7 @@ def test_first_sync_writes_expected_contacts(org: Org) -> None:
     assert "gone@example.org" not in bodies and "deleted@example.org" not in bodies
 
     assert report.counts() == {"create": 2, "update": 1, "skip": 3, "reject": 1, "deferred": 0}
-    reasons = {o.get("email") or o["record_keys"][0]: o["reason"] for o in report.outcomes}
+    reasons = {o.email or o.record_keys[0]: o.reason for o in report.outcomes}
     assert reasons["gone@example.org"] == "unsubscribed in Constant Contact: never updated"
     assert "invalid email" in reasons["not-an-email"]
     assert "no person" in reasons["wh:merchant-1"]
@@ -122,13 +122,11 @@ def test_dry_run_leaves_sandbox_and_checkpoint_untouched(org: Org) -> None:
         assert state.checkpoint == 0
         assert state.recent_runs() == []
     assert dict(report.planned_writes) == {"json_import": 1}  # the forecast of a live run
-    planned = {o["email"]: (o["action"], o["endpoint"]) for o in report.outcomes if o["email"]}
+    planned = {o.email: (o.action, o.endpoint) for o in report.outcomes if o.email}
     assert planned["new@example.org"] == ("create", "json_import")
     # the live run that follows does what the dry run showed
     live = org.run()
-    assert {
-        o["email"]: (o["action"], o["endpoint"]) for o in live.outcomes if o["email"]
-    } == planned
+    assert {o.email: (o.action, o.endpoint) for o in live.outcomes if o.email} == planned
 
 
 def test_dry_run_cli_writes_csv_and_json(org: Org) -> None:
@@ -244,8 +242,8 @@ def test_stuck_or_forgotten_import_is_retried_not_waited_on_for_ever(org: Org) -
     org.sandbox.hold_activities(True)
     assert org.run().status == "waiting"
     later = org.run(clock=lambda: datetime.now(UTC) + timedelta(hours=7))
-    abandoned = [o for o in later.outcomes if o["action"] == "deferred"]
-    assert len(abandoned) == 1 and "did not finish within 6 hours" in abandoned[0]["reason"]
+    abandoned = [o for o in later.outcomes if o.action == "deferred"]
+    assert len(abandoned) == 1 and "did not finish within 6 hours" in abandoned[0].reason
     assert later.records_retried == 1 and later.status == "waiting"  # a fresh import, held too
     with org.state() as state:
         assert state.checkpoint == 1
@@ -256,7 +254,7 @@ def test_stuck_or_forgotten_import_is_retried_not_waited_on_for_ever(org: Org) -
     assert [c["email_address"]["address"] for c in org.sandbox.contacts()] == ["stuck@example.org"]
     with org.state() as state:
         assert state.retry_seqs() == {} and state.open_journals() == []
-        actions = [o["action"] for o in state.outcomes_for("stuck@example.org")]
+        actions = [o.action for o in state.outcomes_for("stuck@example.org")]
     assert actions[0] == "deferred" and actions[-1] in ("create", "update")
 
 
@@ -272,7 +270,7 @@ def test_activity_unknown_to_constant_contact_is_retried(org: Org) -> None:
     org.write_config(constant_contact={"activity_wait_seconds": 30})
     report = org.run()
     (outcome,) = report.outcomes
-    assert outcome["action"] == "deferred" and "no longer known" in outcome["reason"]
+    assert outcome.action == "deferred" and "no longer known" in outcome.reason
 
 
 def test_import_row_errors_become_per_person_outcomes(org: Org) -> None:
@@ -302,12 +300,12 @@ def test_import_row_errors_become_per_person_outcomes(org: Org) -> None:
 
         state.write_journal = spoil  # type: ignore[method-assign]
         assert syncer.process_rows(rows, report, kind="live", dry_run=False, checkpoint=2)
-    by_email = {o["email"]: o for o in report.outcomes}
-    assert by_email["good@example.org"]["action"] == "create"
+    by_email = {o.email: o for o in report.outcomes}
+    assert by_email["good@example.org"].action == "create"
     bad = by_email["bad@example.org"]
-    assert bad["action"] == "reject"
+    assert bad.action == "reject"
     assert (
-        bad["reason"]
+        bad.reason
         == "Constant Contact import error: Line 3: Custom field 'unknown_field' does not exist"
     )
     assert org.contact("bad@example.org") is None and org.contact("good@example.org") is not None

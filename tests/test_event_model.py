@@ -252,8 +252,8 @@ def test_every_kind_in_one_run(org: Org) -> None:
     assert org.list_names(eve) == {"Existing"}  # a 900 refund adds no amount list
     rex = org.contact("rex@example.org")
     assert rex is not None and org.list_names(rex) == {"Donors"}
-    skipped = [o for o in report.outcomes if o["action"] == "skip"]
-    assert sorted(o["reason"].split(":")[0] for o in skipped) == [
+    skipped = [o for o in report.outcomes if o.action == "skip"]
+    assert sorted(o.reason.split(":")[0] for o in skipped) == [
         "merchant account credit",
         "merchant account payment",
     ]
@@ -315,7 +315,7 @@ def test_unrecognised_trigger_synced_by_backfill_once_configured(org: Org) -> No
     org.ingest([payload("nia@example.org", webhook_trigger_type="new_contact_v2")])
     first = org.run()
     (outcome,) = first.outcomes
-    assert outcome["action"] == "skip" and "flipcause.trigger_types" in outcome["reason"]
+    assert outcome.action == "skip" and "flipcause.trigger_types" in outcome.reason
     assert first.record_kinds == {"unrecognised": 1}
     assert org.contact("nia@example.org") is None
     org.write_config(flipcause={"trigger_types": {"contact": ["new_contact", "new_contact_v2"]}})

@@ -70,7 +70,7 @@ def test_refresh_sees_unsubscribes_and_deletes_made_in_constant_contact(org: Org
     org.sandbox.delete_contact("b@example.org")
     org.ingest([payload("a@example.org", first="Again"), payload("b@example.org", first="Again")])
     report = org.run()
-    reasons = {o["email"]: o["reason"] for o in report.outcomes}
+    reasons = {o.email: o.reason for o in report.outcomes}
     assert reasons["a@example.org"] == "unsubscribed in Constant Contact: never updated"
     assert reasons["b@example.org"].startswith("deleted in Constant Contact")
     assert org.contact("a@example.org")["first_name"] != "Again"  # type: ignore[index]

@@ -63,8 +63,8 @@ def test_a_large_account_is_mirrored_from_two_exports(org: Org) -> None:
                     names[i] for i in contact.get("list_memberships", [])
                 }
     # the unsubscribed c2 is never signed up again; the deleted c7 would not be restored
-    (c2,) = [o for o in report.outcomes if o["email"] == "c2@example.org"]
-    assert c2["action"] == "skip"
+    (c2,) = [o for o in report.outcomes if o.email == "c2@example.org"]
+    assert c2.action == "skip"
 
 
 def test_a_failed_export_falls_back_to_paging(org: Org) -> None:

@@ -124,7 +124,7 @@ def test_deferred_and_delete_are_actions() -> None:
 
 def test_the_public_view_keeps_the_report_keys_in_order() -> None:
     assert tuple(FULL.public()) == PUBLIC_OUTCOME_KEYS
-    assert FULL.public()["action"] == "create" and FULL["reason"] == FULL.reason
+    assert FULL.public()["action"] == "create" and FULL.public()["reason"] == FULL.reason
 
 
 def test_a_batch_journaled_by_the_dict_based_code_still_loads() -> None:
@@ -197,7 +197,7 @@ def test_an_old_journal_is_finished_and_committed_with_typed_outcomes(tmp_path: 
         assert report.counts() == {"create": 0, "update": 1, "skip": 0, "reject": 1, "deferred": 1}
         assert state.retry_seqs() == {2: 2}
         assert state.checkpoint == 3 and not state.open_journals()
-        assert [o["action"] for o in state.outcomes_for("ann@example.org")] == ["update"]
+        assert [o.action for o in state.outcomes_for("ann@example.org")] == ["update"]
         assert state.mirror_get(["ann@example.org"])["ann@example.org"].contact_id == "c-ann"
 
 

@@ -56,8 +56,8 @@ def test_an_opt_out_that_does_not_bump_updated_at_is_seen_before_a_sign_up(org: 
     org.sandbox.clear_request_log()
     org.ingest([payload("bob@example.org", activity="Mailing List", amount="", txn="B")])
     report = org.run()
-    (bob,) = [o for o in report.outcomes if o["email"] == "bob@example.org"]
-    assert bob["action"] == "skip" and "unsubscribed" in bob["reason"]
+    (bob,) = [o for o in report.outcomes if o.email == "bob@example.org"]
+    assert bob.action == "skip" and "unsubscribed" in bob.reason
     assert not [e for e in org.api_requests() if e.path == SIGN_UP]
     assert any("optout_after" in q for q in contact_reads(org))
     assert org.contact("bob@example.org")["email_address"]["permission_to_send"] == "unsubscribed"  # type: ignore[index]

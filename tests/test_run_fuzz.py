@@ -87,7 +87,7 @@ def test_run_survives_hostile_payloads_and_keeps_the_good_ones(
         assert report.status in ("ok", "idle")
         for p in good:
             assert box.contact_by_email(p["PD_email"]) is not None
-        assert all(o["reason"] for o in report.outcomes)
+        assert all(o.reason for o in report.outcomes)
         with org.state() as state:
             stored = state.inbox_after(0, 10_000)
             assert len(stored) == ingested.added

@@ -87,9 +87,9 @@ def test_mailing_list_contacts_setup(org: Org) -> None:
     assert final(org, "deleted@example.org") == ("explicit", {"Existing"}, False)
     assert_untouched_unsubscribed(org)
     assert report.counts()["skip"] == 2  # the donor who did not sign up, and the unsubscribed
-    (pending,) = [o for o in report.outcomes if o["email"] == "pending@example.org"]
-    assert pending["endpoint"] == "sign_up_form"
-    assert "signed up again" in pending["reason"]
+    (pending,) = [o for o in report.outcomes if o.email == "pending@example.org"]
+    assert pending.endpoint == "sign_up_form"
+    assert "signed up again" in pending.reason
 
 
 @pytest.mark.parametrize("status", ["implicit", "explicit", "not_set"])
@@ -165,13 +165,13 @@ def test_sign_up_arriving_in_a_later_batch_still_counts(org: Org) -> None:
     org.ingest([payload("late@example.org", txn="T77", activity="Mailing List", amount="")])
     report = org.run()
     assert final(org, "late@example.org") == ("explicit", {"NonSubscribers", "Subscribers"}, True)
-    (outcome,) = [o for o in report.outcomes if o["email"] == "late@example.org"]
-    assert "counts as new" in outcome["reason"]
+    (outcome,) = [o for o in report.outcomes if o.email == "late@example.org"]
+    assert "counts as new" in outcome.reason
     # a later, different transaction of the same person is an existing contact again
     org.ingest([payload("late@example.org", txn="T78", phone="000")])
     third = org.run()
-    (outcome,) = [o for o in third.outcomes if o["email"] == "late@example.org"]
-    assert outcome["endpoint"] == "json_import" and "phone" not in outcome["fields"]
+    (outcome,) = [o for o in third.outcomes if o.email == "late@example.org"]
+    assert outcome.endpoint == "json_import" and "phone" not in outcome.fields
 
 
 @pytest.mark.parametrize(
@@ -190,12 +190,12 @@ def test_confirmed_opt_in_account_reports_pending(org: Org, sandbox_config: Sand
     seed_account(org)
     org.ingest(batch({"new-sub@example.org", "pending@example.org"}))
     report = org.run()
-    (outcome,) = [o for o in report.outcomes if o["email"] == "new-sub@example.org"]
-    assert outcome["status_after"] == "pending_confirmation"
+    (outcome,) = [o for o in report.outcomes if o.email == "new-sub@example.org"]
+    assert outcome.status_after == "pending_confirmation"
     assert final(org, "new-sub@example.org")[0] == "pending_confirmation"
     # an unconfirmed contact signing up again goes through the sign-up form and stays pending
-    (again,) = [o for o in report.outcomes if o["email"] == "pending@example.org"]
-    assert (again["endpoint"], again["status_after"]) == ("sign_up_form", "pending_confirmation")
+    (again,) = [o for o in report.outcomes if o.email == "pending@example.org"]
+    assert (again.endpoint, again.status_after) == ("sign_up_form", "pending_confirmation")
     assert final(org, "pending@example.org") == ("pending_confirmation", {"Existing"}, False)
     assert not report.warnings  # what flipsync expected is what the account shows
 
@@ -215,8 +215,8 @@ def test_confirmed_opt_in_mismatch_is_detected(org: Org, sandbox_config: Sandbox
     )
     org.ingest(batch({"new-sub@example.org"}))
     first = org.run()
-    (outcome,) = [o for o in first.outcomes if o["email"] == "new-sub@example.org"]
-    assert outcome["status_after"] == "explicit"  # what the config led flipsync to expect
+    (outcome,) = [o for o in first.outcomes if o.email == "new-sub@example.org"]
+    assert outcome.status_after == "explicit"  # what the config led flipsync to expect
     org.ingest([payload("another@example.org", activity="Mailing List", amount="")])
     second = org.run()
     assert any("set constant_contact.confirmed_opt_in: true" in w for w in second.warnings)
@@ -251,6 +251,6 @@ def test_unsubscribe_during_a_long_run_is_seen_before_the_next_batch(org: Org) -
     with org.state() as state:
         report = Syncer(settings, state, build_client(settings, clock=org.clock), sleep=sleep).run()
     assert unsubscribed == ["bob"]
-    (bob,) = [o for o in report.outcomes if o["email"] == "bob@example.org"]
-    assert bob["action"] == "skip" and "unsubscribed" in bob["reason"]
+    (bob,) = [o for o in report.outcomes if o.email == "bob@example.org"]
+    assert bob.action == "skip" and "unsubscribed" in bob.reason
     assert final(org, "bob@example.org")[0] == "unsubscribed"

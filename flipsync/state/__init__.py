@@ -27,6 +27,7 @@ from flipsync.state.model import (
     record_key_for,
     utcnow,
 )
+from flipsync.state.runs import OutcomeRecord
 from flipsync.state.schema import _SCHEMA_V1, _SCHEMA_V2, MIGRATIONS, SCHEMA_VERSION
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "Journal",
     "JournalOp",
     "MirrorEntry",
+    "OutcomeRecord",
     "PruneCounts",
     "StateDB",
     "iso",
