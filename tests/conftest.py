@@ -196,3 +196,23 @@ def org(
         tmp_path / "tokens.json", token_set_from_response(box.issue_tokens(), clock.now())
     )
     yield o
+
+
+# Tests of a second or more (real processes, real time, whole-run property tests) go first, so
+# that the xdist workers end together instead of one running a long test while the other idles.
+_LONG_FIRST = (
+    "tests/test_run_fuzz.py",
+    "tests/test_consent_properties.py",
+    "tests/test_intake_fuzz.py::test_no_valid_record_is_lost_from_a_mixed_batch",
+    "tests/test_intake_fuzz.py::test_ndjson_keeps_every_valid_line_among_bad_ones",
+    "tests/test_faults.py::test_killed_run_is_finished_by_the_next_one",
+    "tests/test_faults.py::test_run_killed_at_a_random_moment_is_finished_by_the_next_one",
+    "tests/test_auth_login.py::test_device_login_writes_token_file_and_next_run_uses_it",
+    "tests/test_e2e.py::test_crash_after_import_accepted_ends_in_the_same_state",
+    "tests/test_contract.py::test_every_body_the_plan_builds_matches_the_spec",
+    "tests/test_outcomes_typed.py::test_the_report_keeps_counts_not_outcomes_in_memory",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: not item.nodeid.startswith(_LONG_FIRST))
