@@ -83,7 +83,12 @@ def cli(ctx: click.Context, config_path: str | None, log_level: str, log_format:
 
 
 @cli.command()
-@click.option("--dry-run", is_flag=True, help="Decide and show the plan; write nothing anywhere.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Decide and show the plan: nothing is written to Constant Contact and the checkpoint "
+    "stays (what is read of the account is kept in the local mirror for the live run).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
 @OUTPUT_OPTION
 @click.option("--max-batches", type=click.IntRange(min=1), help="Stop after N batches.")
@@ -114,7 +119,12 @@ def run(
     help="First day (Flipcause transaction date, else the day it reached the inbox).",
 )
 @click.option("--until", type=click.DateTime(formats=["%Y-%m-%d"]), help="Last day (included).")
-@click.option("--dry-run", is_flag=True, help="Show what the backfill would do; write nothing.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Show what the backfill would do: nothing is written to Constant Contact (reads are "
+    "kept in the local mirror).",
+)
 @click.option(
     "--estimate",
     is_flag=True,

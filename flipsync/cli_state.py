@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from flipsync import tasks
+from flipsync import logs, tasks
 from flipsync.cli_common import JSON_OPTION, Context, exit_with, handle_errors, pass_ctx
 from flipsync.errors import ExitCode
 from flipsync.progress import for_people
@@ -61,7 +61,12 @@ def prune(ctx: Context, days: int | None, dry_run: bool, as_json: bool) -> None:
     consent facts (sign-ups, contacts flipsync created) are kept whatever their age.
     """
     report = tasks.prune(ctx.settings, days=days, dry_run=dry_run, now=utcnow())
-    click.echo(json_for_terminal(report.as_dict()) if as_json else report.render())
+    if as_json:
+        click.echo(json_for_terminal(report.as_dict()))
+    elif logs.reports_as_events():  # cron, JSON logs: one line beside run's run_finished
+        logs.emit("prune_finished", **report.as_dict())
+    else:
+        click.echo(report.render())
 
 
 @click.command()

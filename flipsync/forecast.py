@@ -234,6 +234,8 @@ def estimate_backfill(
             since, until, dry_run=True
         )
     reads = Counter(api.request_counts)
+    # The report counts requests sent; the stand-in's are only the forecast's reads.
+    report.requests.clear()
     if not warm:
         reads["contacts_page"] = 0
         if size is None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from flipsync.clients import client_settings, new_session
 from flipsync.clock import SYSTEM_CLOCK, Clock
+from flipsync.errors import ConfigError
 from flipsync.settings import Settings
 
 if TYPE_CHECKING:
@@ -21,10 +22,36 @@ if TYPE_CHECKING:
 
 
 def authorization_link(settings: Settings, redirect_uri: str) -> str:
-    """The URL to open for the authorization-code flow (a fresh state value each time)."""
+    """The URL to open for the authorization-code flow (a fresh state value each time).
+
+    The secret is checked first: without it the code the person brings back cannot be used.
+    """
     from flipsync.ctct.auth import authorization_url
 
-    return authorization_url(client_settings(settings), redirect_uri, secrets.token_urlsafe(16))
+    wanted = client_settings(settings)
+    _require_secret(settings, wanted.client_secret)
+    return authorization_url(wanted, redirect_uri, secrets.token_urlsafe(16))
+
+
+def _require_secret(settings: Settings, secret: str | None) -> None:
+    """ConfigError naming the key and the fix when the authorization-code flow has no secret."""
+    if secret:
+        return
+    name = settings.constant_contact.client_secret_env
+    problem = (
+        f"the environment variable {name} (constant_contact.client_secret_env) is not set"
+        if name
+        else "constant_contact.client_secret_env is not set"
+    )
+    raise ConfigError(
+        "Constant Contact settings",
+        [
+            f"{problem}: the authorization-code login (--print-url, --code) needs the "
+            "application's client secret. Name the variable under "
+            "constant_contact.client_secret_env and set it, or log in with the device flow "
+            "(`flipsync auth login` with no options), which needs no secret"
+        ],
+    )
 
 
 def login(
@@ -45,6 +72,7 @@ def login(
     wanted = client_settings(settings)
     session = new_session(wanted.user_agent)
     if code:
+        _require_secret(settings, wanted.client_secret)
         token_set = exchange_code(
             wanted, session, code, redirect_uri, clock=clock.now, sleep=clock.sleep
         )

@@ -88,7 +88,7 @@ def prune(state: StateDB, *, days: int, now: datetime, dry_run: bool = False) ->
     floors: list[tuple[int, str]] = [
         (
             state.checkpoint + 1,
-            f"payloads after the checkpoint ({state.checkpoint}): not synced yet",
+            f"payloads after the checkpoint (inbox seq {state.checkpoint}): not synced yet",
         )
     ]
     for journal in state.open_journals():

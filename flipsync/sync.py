@@ -231,7 +231,7 @@ class Syncer:
             with batch_guard():
                 if not dry_run and not self._finish_journals("backfill", report):
                     return report
-                scanned = 0 if dry_run else int(self.state.get_meta(key) or 0)
+                scanned = 0 if dry_run else self._backfill_start(key, report)
             while True:
                 with batch_guard():
                     rows = self.state.inbox_batch_after(scanned, self.settings.run.batch_size)
@@ -263,6 +263,18 @@ class Syncer:
                 with batch_guard():
                     self._verify_writes(report)
         return report
+
+    def _backfill_start(self, key: str, report: RunReport) -> int:
+        """Where a live backfill of this window starts: where an interrupted one stopped, or
+        at the beginning when the window was backfilled to its end before (after a policy
+        change that is the point: the dry run plans every record, and so does the run)."""
+        progress = self.state.get_meta(key)
+        if progress is None or self.state.get_meta(key + DONE_SUFFIX) != progress:
+            return int(progress or 0)
+        self.state.set_meta(key, "0")  # unfinished again until it reaches the end
+        report.message = "this window was backfilled before: it runs again from the start"
+        log.info("backfill_again", window=key[len(BACKFILL_PREFIX) :])
+        return 0
 
     # -- one batch ----------------------------------------------------------------------
 

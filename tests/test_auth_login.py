@@ -162,6 +162,21 @@ def cli_with_secret(org: Org, *args: str, secret: str | None = SECRET) -> Result
     return org.cli(*args, env=env)
 
 
+def test_code_login_without_the_secret_stops_before_the_browser(org: Org) -> None:
+    """--print-url and --code with no secret: exit 2 naming the key and the device login."""
+    confidential(org)
+    for args in (("--print-url",), ("--code", "some-code")):
+        result = cli_with_secret(org, "auth", "login", *args, secret=None)
+        assert result.exit_code == ExitCode.CONFIG, result.output
+        assert f"{SECRET_ENV} (constant_contact.client_secret_env) is not set" in result.output
+        assert "device flow" in result.output
+    org.write_config(constant_contact={"client_id": CONFIDENTIAL})  # no variable named at all
+    result = org.cli("auth", "login", "--print-url")
+    assert result.exit_code == ExitCode.CONFIG
+    assert "constant_contact.client_secret_env is not set" in result.output
+    assert org.sandbox.request_log() == []
+
+
 def test_code_login_with_client_secret_writes_token_file(org: Org) -> None:
     """--code: exchanged with HTTP Basic client auth; 0600 token file; the next run refreshes with it."""
     confidential(org)

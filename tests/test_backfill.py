@@ -82,6 +82,34 @@ def test_interrupted_backfill_resumes_where_it_stopped(org: Org) -> None:
     assert len(org.sandbox.contacts()) == 6
 
 
+def test_a_finished_window_runs_again_from_the_start_as_its_dry_run_plans(org: Org) -> None:
+    """After a policy change, the same window again: every record, as the dry run promised."""
+    org.ingest([dated(f"w{i}@example.org", "2026-03-01") for i in range(3)])
+    assert org.cli("backfill", "--since", "2026-03-01").exit_code == 0
+    assert org.sandbox.count_requests("POST", "/v3/activities/contacts_json_import") == 1
+    org.write_config(
+        policy={
+            "setup": "all_contacts_uniform",
+            "new_contact_status": "implicit",
+            "lists": {"new": ["Donors", "Major"], "existing": ["Donors"]},
+        }
+    )
+    planned = org.cli("backfill", "--since", "2026-03-01", "--dry-run", "--json")
+    assert planned.exit_code == 0, planned.output
+    again = org.cli("backfill", "--since", "2026-03-01", "--json")
+    assert again.exit_code == 0, again.output
+    assert "runs again from the start" in again.output
+    assert org.sandbox.count_requests("POST", "/v3/activities/contacts_json_import") == 2
+    for i in range(3):
+        contact = org.contact(f"w{i}@example.org")
+        # still new (flipsync created them from these very records), now also on Major
+        assert contact is not None and org.list_names(contact) == {"Donors", "Major"}
+    with org.state() as state:
+        assert [o.action for o in state.outcomes_for("w0@example.org")] == ["create", "update"]
+    # finished again: a third time starts over too; an interrupted one would resume
+    assert "runs again" in org.cli("backfill", "--since", "2026-03-01", "--json").output
+
+
 class ReleasesWhenWaitedOn(VirtualClock):
     """Virtual time; the first wait for the organization's lock ends the cron run holding it."""
 

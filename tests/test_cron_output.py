@@ -113,6 +113,20 @@ def test_backfill_reports_like_a_run(org: Org) -> None:
     assert "b@example.org" not in result.output
 
 
+@pytest.mark.parametrize("log_format", [["--log-format", "json"], []], ids=["json", "auto-no-tty"])
+def test_prune_under_cron_is_one_prune_finished_event(org: Org, log_format: list[str]) -> None:
+    """`run && prune` in the crontab: prune's report is a JSON line in the same log too."""
+    org.ingest([payload("p@example.org")])
+    result = org.cli(*log_format, "prune")
+    assert result.exit_code == 0, result.output
+    (event,) = _json_lines(result.stdout)
+    assert event["event"] == "prune_finished" and event["organization"] == "test-org"
+    assert event["removed"]["payloads"] == 0 and event["retention_days"] == 365
+    assert "inbox seq 0" in event["kept"][0]
+    text = org.cli("--log-format", "console", "prune")
+    assert text.stdout.startswith("prune (older than 365 days")
+
+
 def test_masking_helpers() -> None:
     """Shortened emails keep the first letter and the domain; free text loses every address."""
     assert mask_email("jane@example.org") == "j***@example.org"

@@ -64,9 +64,12 @@ def test_backfill_estimate_sends_no_request_and_changes_nothing(org: Org) -> Non
     assert result.exit_code == 0, result.output
     assert org.api_requests() == []
     assert org.settings().state_file.read_bytes() == state_before
-    outlook = json.loads(result.output)["forecast"]
+    document = json.loads(result.output)
+    outlook = document["forecast"]
     assert outlook["requests"]["json_import"] >= 1
     assert any("no request was sent" in n for n in outlook["notes"])
+    # the report counts what was sent (nothing), the forecast what a live backfill would send
+    assert document["requests"] == {"total": 0, "by_kind": {}}
 
 
 def test_estimate_of_a_cold_mirror_counts_its_build() -> None:

@@ -174,7 +174,7 @@ def test_prune_command_uses_the_configured_default_and_the_lock(org: Org) -> Non
     org.write_config(run={"retention_days": 7})
     org.ingest([payload("c@example.org")])
     org.run()
-    result = org.cli("prune")
+    result = org.cli("--log-format", "console", "prune")  # as at a terminal
     assert result.exit_code == 0, result.output
     assert result.output.startswith("prune (older than 7 days, before ")
     assert "removed 0 payload(s)" in result.output  # nothing is 7 days old yet

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
+from collections import Counter
 from contextlib import suppress
 from pathlib import Path
 
@@ -29,9 +31,28 @@ from flipsync.state_guard import (
     unusable,
 )
 
+# POSIX record locks belong to the process, and closing *any* descriptor of a file drops all
+# of them. SQLite guards its own descriptors against that; the header check's plain read does
+# not. Run while this process holds a connection to the file (the receiver's writer, while
+# /healthz, /metrics or a reload opens it again), it would drop that connection's locks: a
+# cron run closing its connection would then take itself for the last one, checkpoint and
+# delete the WAL, and every webhook answered 200 afterwards would go to a deleted file. So
+# the raw check runs only while the process has no connection to the file (a file in use
+# here was checked by its first opener), and opens and closes take turns (OPENS).
+OPENS = threading.RLock()
+_CONNECTED: Counter[tuple[int, int]] = Counter()
+
+
+def _file_id(path: Path) -> tuple[int, int]:
+    info = path.stat()
+    return info.st_dev, info.st_ino
+
 
 class StateDB(InboxTables, RunTables, JournalTables, ExpectationTables, PruneTables, CommitTables):
     """Access to one organization's state file. Open it with `StateDB.open(path)`."""
+
+    _file: tuple[int, int] | None = None  # while counted in _CONNECTED
+    _version: int = 0  # the schema version the file had when opened
 
     @classmethod
     def open(
@@ -45,15 +66,44 @@ class StateDB(InboxTables, RunTables, JournalTables, ExpectationTables, PruneTab
         healthy state DB in a folder this user cannot write is still read.
         """
         path = Path(path)
-        if not path.exists():
-            if not create or readonly:
-                raise StateError(f"state file {path} does not exist (run `flipsync ingest` first)")
-            cls._create(path)
-        elif not _new:
-            (require_readable if readonly else require_writable)(path)
-            problem = header_problem(path)
-            if problem:
-                raise unusable(path, problem)
+        with OPENS:
+            if not path.exists():
+                if not create or readonly:
+                    raise StateError(
+                        f"state file {path} does not exist (run `flipsync ingest` first)"
+                    )
+                cls._create(path)
+            elif not _new:
+                (require_readable if readonly else require_writable)(path)
+                problem = None if _CONNECTED[_file_id(path)] else header_problem(path)
+                if problem:
+                    raise unusable(path, problem)
+            db = cls._connect(path, readonly=readonly, new=_new)
+            db._file = _file_id(path)
+            _CONNECTED[db._file] += 1
+        if db._version > SCHEMA_VERSION:
+            db.close()
+            raise StateError(
+                f"{path} was written by a newer flipsync (schema {db._version} > "
+                f"{SCHEMA_VERSION}); upgrade flipsync, never downgrade a state file"
+            )
+        if db._version < SCHEMA_VERSION:
+            if readonly:
+                # An older file is migrated once, by whoever may write it; a reader cannot.
+                db.close()
+                if os.access(path.parent, os.W_OK | os.X_OK) and os.access(path, os.W_OK):
+                    return cls.open(path, create=False)
+                raise NotWritable(
+                    f"state file {path} has schema {db._version}; this flipsync needs "
+                    f"{SCHEMA_VERSION}. Run `flipsync init` once as the user that owns the "
+                    "file: it upgrades the file in place."
+                )
+            db._upgrade()
+        return db
+
+    @classmethod
+    def _connect(cls, path: Path, *, readonly: bool, new: bool) -> StateDB:
+        """The connection, set up; refuses a file that is SQLite but not flipsync's."""
         try:
             if readonly:
                 conn = sqlite3.connect(
@@ -72,7 +122,7 @@ class StateDB(InboxTables, RunTables, JournalTables, ExpectationTables, PruneTab
             # Read what the file is before any write: a foreign file must stay as it was.
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-            if version == 0 and (tables or not _new):
+            if version == 0 and (tables or not new):
                 conn.close()
                 raise unusable(path, "is an SQLite database but not a flipsync state DB")
             if not readonly:
@@ -86,25 +136,18 @@ class StateDB(InboxTables, RunTables, JournalTables, ExpectationTables, PruneTab
         except sqlite3.DatabaseError as exc:
             raise unusable(path, f"cannot be read as an SQLite database ({exc})") from exc
         db = cls(conn, path)
-        if version > SCHEMA_VERSION:
-            db.close()
-            raise StateError(
-                f"{path} was written by a newer flipsync (schema {version} > {SCHEMA_VERSION}); "
-                "upgrade flipsync, never downgrade a state file"
-            )
-        if version < SCHEMA_VERSION:
-            if readonly:
-                # An older file is migrated once, by whoever may write it; a reader cannot.
-                db.close()
-                if os.access(path.parent, os.W_OK | os.X_OK) and os.access(path, os.W_OK):
-                    return cls.open(path, create=False)
-                raise NotWritable(
-                    f"state file {path} has schema {version}; this flipsync needs "
-                    f"{SCHEMA_VERSION}. Run `flipsync init` once as the user that owns the "
-                    "file: it upgrades the file in place."
-                )
-            db._upgrade()
+        db._version = version
         return db
+
+    def close(self) -> None:
+        """Close the connection (and let the header check read the file again, if unused)."""
+        with OPENS:
+            self._conn.close()
+            if self._file is not None:
+                _CONNECTED[self._file] -= 1
+                if _CONNECTED[self._file] <= 0:
+                    del _CONNECTED[self._file]
+                self._file = None
 
     @classmethod
     def _create(cls, path: Path) -> None:
