@@ -85,11 +85,30 @@ def sandbox(
         fault_seed=fault_seed,
         token_lifetime_seconds=token_lifetime,
     )
-    serve_sandbox(config, host, port, seed=seed, token_file=token_file, on_ready=_announce)
+
+    def announce(running: RunningSandbox) -> None:
+        _announce(running, seed=seed, token_file=token_file)
+
+    serve_sandbox(config, host, port, seed=seed, token_file=token_file, on_ready=announce)
 
 
-def _announce(running: RunningSandbox) -> None:
+def _announce(running: RunningSandbox, *, seed: Path | None, token_file: Path | None) -> None:
+    """Everything a config needs to point at this sandbox, and what it starts with."""
+    from flipsync.sandbox.oauth import DEFAULT_CLIENT_ID
+
     click.echo(f"sandbox listening on {running.base_url}")
     click.echo(f"  api_base_url: {running.api_base_url}")
     click.echo(f"  oauth_base_url: {running.oauth_base_url}")
+    click.echo(f"  client_id: {DEFAULT_CLIENT_ID}   (the only application the sandbox knows)")
+    if token_file is not None:
+        click.echo(f"  token_file: {token_file}   (a valid token set: no login needed)")
+    else:
+        click.echo("  no token file: `flipsync auth login` against it, or start with --token-file")
+    if seed is not None:
+        click.echo(f"  seeded from {seed}")
+    else:
+        click.echo(
+            "  the account is empty (no lists): start with --seed FILE, "
+            "as flipsync/samples/sandbox-seed.yaml"
+        )
     sys.stdout.flush()
