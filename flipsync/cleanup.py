@@ -93,6 +93,7 @@ class CleanupReport:
     status: str = "ok"
     message: str | None = None
     test_records: int = 0
+    already_marked: int = 0  # of test_records, marked by an earlier --apply
     candidates: list[Candidate] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     not_deleted: list[str] = field(default_factory=list)
@@ -113,6 +114,7 @@ class CleanupReport:
             "started_at": self.started_at,
             "markers": self.markers,
             "test_records": self.test_records,
+            "already_marked": self.already_marked,
             "counts": {v.value: self.count(v) for v in Verdict},
             "contacts": [c.as_dict() for c in self.candidates],
             "deleted": self.deleted,
@@ -166,6 +168,9 @@ class Cleanup:
             )
         tests = classify(self._inbox(), self.settings.flipcause, self.markers)
         report.test_records = sum(len(e.tests) for e in tests.values())
+        report.already_marked = len(
+            self.state.test_marked(k for e in tests.values() for k in e.tests)
+        )
         report.candidates = [self._judge(key, records) for key, records in sorted(tests.items())]
         if not apply:
             return report

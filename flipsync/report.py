@@ -254,7 +254,7 @@ def render_cleanup(report: CleanupReport) -> str:
     if not report.apply:
         lines.append(
             f"Nothing was written. --apply deletes the {doomed} contact(s) marked delete and "
-            f"marks the {report.test_records} test record(s) so no run or backfill sends them again."
+            + _marking(report)
         )
         return for_terminal("\n".join(lines))
     lines.append(
@@ -267,6 +267,20 @@ def render_cleanup(report: CleanupReport) -> str:
             f"marked {report.marked} test record(s): no later run or backfill sends them again"
         )
     return for_terminal("\n".join(lines))
+
+
+def _marking(report: CleanupReport) -> str:
+    waiting = report.test_records - report.already_marked
+    if report.test_records and not waiting:
+        return (
+            f"changes no record: all {report.test_records} test record(s) are already marked, "
+            "so no run or backfill sends them again."
+        )
+    already = f" ({report.already_marked} already are)" if report.already_marked else ""
+    return (
+        f"marks the {waiting} test record(s) not marked yet{already}, so no run or backfill "
+        "sends them again."
+    )
 
 
 def render_history(email: str, rows: Sequence[OutcomeRecord]) -> str:

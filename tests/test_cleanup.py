@@ -474,6 +474,10 @@ def test_list_then_apply_against_the_sandbox(org: Org) -> None:
     assert "deleted_at" not in final["shared@example.org"]
     assert final["edit+test@example.org"]["email_address"]["permission_to_send"] == "unsubscribed"
     assert "curl+test@example.org" not in final
+    # listed again: nothing left to mark, and the listing says so
+    again = org.cli("--log-format", "console", "cleanup-test-contacts")
+    assert "all 5 test record(s) are already marked" in again.output, again.output
+    assert json.loads(org.cli("cleanup-test-contacts", "--json").output)["already_marked"] == 5
 
     # No later run or backfill sends a marked record again.
     report = org.run()
