@@ -26,7 +26,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from flipsync.config import Settings, load_settings, read_yaml
+from flipsync.config import (
+    PLACEHOLDER_RE,
+    Settings,
+    load_settings,
+    placeholder_problems,
+    read_yaml,
+)
 from flipsync.errors import ConfigError, FlipsyncError, InputError
 
 FLEET_FILE = "fleet.yaml"
@@ -247,6 +253,17 @@ def load_fleet(root: Path | str) -> FleetSettings:
     return parse_fleet(raw, root)
 
 
+def fleet_problems(fleet: FleetSettings) -> list[str]:
+    """What loads but cannot work: ``application_key`` still the example's placeholder."""
+    if PLACEHOLDER_RE.match(fleet.application_key):
+        return [
+            f"`application_key`: {fleet.application_key!r} is a placeholder (from "
+            "contrib/fleet/fleet.example.yaml); set it in fleet.yaml to the application's API "
+            "key (client id), the one every organization of this fleet logs in with"
+        ]
+    return []
+
+
 def org_names(fleet: FleetSettings) -> list[str]:
     """The organizations of the fleet: every ``orgs/<name>/`` with a ``flipsync.yaml``, sorted."""
     if not fleet.orgs_dir.is_dir():
@@ -313,8 +330,11 @@ def org_problems(fleet: FleetSettings, name: str, settings: Settings) -> list[st
     if settings.constant_contact.client_id != fleet.application_key:
         found.append(
             f"`constant_contact.client_id` is not this fleet's application_key "
-            f"({fleet.application_key}); a fleet serves one key, so move this organization "
-            "to the fleet of its key"
+            f"({fleet.application_key}); a fleet serves one key: set "
+            f"`constant_contact.client_id` to {fleet.application_key} in "
+            f"{fleet.org_dir(name) / ORG_CONFIG} (then log in again with "
+            f"`flipsync -c {fleet.org_dir(name) / ORG_CONFIG} auth login`: a login belongs "
+            "to its key), or move this organization to the fleet of its key"
         )
     return found
 
@@ -374,19 +394,24 @@ def check_fleet(fleet: FleetSettings) -> dict[str, list[str]]:
     loaded: dict[str, Settings] = {}
     for name in org_names(fleet):
         problems: list[str] = []
+        environ = org_environ(fleet, name)
         try:
-            org = load_org(fleet, name)
-            loaded[name] = org.settings
-            read_webhook_secret(org.settings, org.environ)
-        except ConfigError as exc:
-            problems.extend(exc.problems)
+            settings = load_settings(fleet.org_dir(name) / ORG_CONFIG, environ)
         except FlipsyncError as exc:
-            problems.append(str(exc))
-        else:
-            try:
-                read_token_file(org.settings.constant_contact.token_file)
-            except FlipsyncError as exc:
-                problems.append(f"login: {exc}")
+            found[name] = getattr(exc, "problems", None) or [str(exc)]
+            continue
+        loaded[name] = settings
+        # Every problem at once: a wrong name or key hides neither the secret nor the login.
+        problems.extend(org_problems(fleet, name, settings))
+        problems.extend(placeholder_problems(settings))
+        try:
+            read_webhook_secret(settings, environ)
+        except FlipsyncError as exc:
+            problems.extend(getattr(exc, "problems", None) or [str(exc)])
+        try:
+            read_token_file(settings.constant_contact.token_file)
+        except FlipsyncError as exc:
+            problems.append(f"login: {exc}")
         if problems:
             found[name] = problems
     for name, problems in clashes(loaded).items():
@@ -427,6 +452,9 @@ def add_org(fleet: FleetSettings, name: str, template: str) -> str:
             f"{name!r} cannot be an organization name: use 1-63 lowercase letters, digits and "
             "dashes, starting and ending with a letter or digit (it is part of the webhook URL)"
         )
+    refused = fleet_problems(fleet)
+    if refused:  # never copy a placeholder into the organization's client_id
+        raise ConfigError(str(fleet.root / FLEET_FILE), refused)
     directory = fleet.org_dir(name)
     if (directory / ORG_CONFIG).exists():
         raise InputError(f"{directory / ORG_CONFIG} already exists; nothing was changed")

@@ -41,16 +41,44 @@ def _load(ctx: click.Context) -> FleetSettings:
     return load_fleet(ctx.find_object(Path) or Path())
 
 
+def _known_orgs(settings: FleetSettings, names: tuple[str, ...]) -> None:
+    """Refuse (exit 2) a name given with --org that is no organization of this fleet."""
+    import difflib
+
+    from flipsync.errors import InputError
+    from flipsync.fleet import ORG_CONFIG, org_names
+
+    known = org_names(settings)
+    for name in dict.fromkeys(names):
+        if name in known:
+            continue
+        close = difflib.get_close_matches(name, known, n=3)
+        if close:
+            hint = "did you mean " + " or ".join(repr(n) for n in close) + "?"
+        elif known:
+            hint = "the fleet's organizations are: " + ", ".join(known) + "."
+        else:
+            hint = "the fleet has no organization yet."
+        raise InputError(
+            f"--org {name!r}: there is no organization of that name in "
+            f"{settings.orgs_dir}/ (no {name}/{ORG_CONFIG} there); {hint} "
+            f"To add it: flipsync fleet --fleet {settings.root} add {name}"
+        )
+
+
 @fleet.command("check")
 @click.pass_context
 @handle_errors
 def fleet_check(ctx: click.Context) -> None:
     """Validate fleet.yaml and every organization at once, naming the organization each time."""
-    from flipsync.fleet import check_fleet, org_names
+    from flipsync.fleet import FLEET_FILE, check_fleet, fleet_problems, org_names
 
     settings = _load(ctx)
     names = org_names(settings)
     found = check_fleet(settings)
+    own = fleet_problems(settings)
+    for problem in own:
+        click.echo(f"{FLEET_FILE}: {problem}")
     for name in names:
         if name in found:
             for problem in found[name]:
@@ -58,7 +86,7 @@ def fleet_check(ctx: click.Context) -> None:
         else:
             click.echo(f"{name}: ok")
     click.echo(f"{len(names)} organization(s), {len(found)} with problems")
-    if found:
+    if found or own:
         sys.exit(int(ExitCode.CONFIG))
 
 
@@ -96,7 +124,9 @@ def fleet_run(ctx: click.Context, as_json: bool, only: tuple[str, ...]) -> None:
     from flipsync.clients import build_client
     from flipsync.tasks import fleet_cycle
 
-    report = fleet_cycle(_load(ctx), build_client, only)
+    settings = _load(ctx)
+    _known_orgs(settings, only)
+    report = fleet_cycle(settings, build_client, only)
     data = report.as_dict()
     if as_json:
         click.echo(json.dumps(data, indent=2))

@@ -76,6 +76,32 @@ def _discard(route: _Route, previous: _Route | None) -> None:
         route.receiver.writer.close()
 
 
+def _log_reload(
+    old: Mapping[str, _Route], new: Mapping[str, _Route], problems: Mapping[str, list[str]]
+) -> None:
+    """Say what the reload really did: an organization with problems still served is kept
+    on its last good config; only one not served at all is `fleet_org_not_served`."""
+    kept = sorted(n for n in problems if n in new and new[n] is old.get(n))
+    for name, found in sorted(problems.items()):
+        if name in kept:
+            log.warning(
+                "fleet_org_reload_failed",
+                organization=name,
+                problems=found,
+                kept="last good config",
+            )
+        else:
+            log.warning("fleet_org_not_served", organization=name, problems=found)
+    log.info(
+        "fleet_reloaded",
+        organizations=len(new),
+        added=sorted(set(new) - set(old)),
+        removed=sorted(set(old) - set(new)),
+        kept_on_old_config=kept,
+        not_served=sorted(n for n in problems if n not in new),
+    )
+
+
 class FleetReceiver:
     """The WSGI application of `fleet serve`: routes by organization, reloads on demand."""
 
@@ -138,14 +164,7 @@ class FleetReceiver:
             for writer in idle:
                 writer.close()
             self.problems = problems
-            for name, found in problems.items():
-                log.warning("fleet_org_not_served", organization=name, problems=found)
-            log.info(
-                "fleet_receiver_loaded",
-                organizations=len(new),
-                added=sorted(set(new) - set(old)),
-                removed=sorted(set(old) - set(new)),
-            )
+            _log_reload(old, new, problems)
             return problems
 
     def _route(self, name: str, previous: _Route | None) -> _Route:
@@ -211,7 +230,10 @@ class FleetReceiver:
                 captured["status"], captured["headers"] = status, headers
                 return lambda _data: None
 
-            body = route.receiver(inner, capture)
+            # The name is a served organization's (the routing table's key), never other path
+            # text: a refused secret is logged with the organization it was meant for.
+            with structlog.contextvars.bound_contextvars(organization=name):
+                body = route.receiver(inner, capture)
         finally:
             self._done(route)
         if str(captured.get("status", "")).startswith("401"):

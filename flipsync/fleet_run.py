@@ -334,7 +334,12 @@ class FleetRunner:
             memory: dict[str, Any] = state["orgs"]
             for s in surveys:
                 mine = memory.setdefault(s.name, {})
+                # Why the cadence is what it is: the configured one it was planned from, and
+                # whether the budget stretched it (fleet status reports only such a stretch).
+                base = self.fleet.cadence_for(s.name)
                 mine["cadence_minutes"] = cadences[s.name]
+                mine["base_cadence_minutes"] = base
+                mine["cadence_stretched"] = cadences[s.name] > base
                 mine["backlog"] = s.backlog
                 if s.name in slots:
                     mine["slot"], mine["slot_cadence"] = slots[s.name]

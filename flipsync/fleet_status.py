@@ -91,9 +91,7 @@ def org_status(
     row.last_result = memory.get("last_status")
     row.last_good_at = memory.get("last_good_at")
     row.counters = {k: dict(memory.get(k) or {}) for k in ("runs", "records", "requests")}
-    cadence = memory.get("cadence_minutes")
-    row.cadence_minutes = int(cadence) if cadence is not None else fleet.cadence_for(name)
-    row.stretched = row.cadence_minutes > fleet.cadence_for(name)
+    row.cadence_minutes, row.stretched = remembered_cadence(fleet, name, memory)
     if row.stretched:
         row.notes.append(
             f"cadence stretched to {row.cadence_minutes} min: at today's pace the key's "
@@ -145,6 +143,23 @@ def org_status(
             f"{memory.get('last_message') or 'see the log'}"
         )
     return row
+
+
+def remembered_cadence(
+    fleet: FleetSettings, name: str, memory: Mapping[str, Any]
+) -> tuple[int, bool]:
+    """The cadence the scheduler last planned, and whether the budget stretched it.
+
+    Only a plan made from today's configured cadence counts: after `cadence_minutes`
+    changed in fleet.yaml (or in memory written before the base was remembered), the
+    remembered cadence says nothing, and the next cycle plans again from the new one.
+    """
+    configured = fleet.cadence_for(name)
+    cadence, base = memory.get("cadence_minutes"), memory.get("base_cadence_minutes")
+    if cadence is None or base is None or int(base) != configured:
+        return configured, False
+    stretched = bool(memory.get("cadence_stretched")) and int(cadence) > configured
+    return int(cadence), stretched
 
 
 def fleet_status(fleet: FleetSettings, now: datetime) -> FleetStatus:

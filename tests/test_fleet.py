@@ -406,6 +406,11 @@ def test_a_short_budget_stretches_large_backlogs_first_and_status_says_so(fb: Fl
     code, out = fleet_cli(fb, "status")
     assert code == 0
     assert "note: large: cadence stretched to 120 min" in out
+    memory = load_fleet_state(fb.root / "fleet-state.json")["orgs"]["large"]
+    assert memory["base_cadence_minutes"] == 15 and memory["cadence_stretched"] is True
+    fb.write_fleet(daily_request_budget=50, cadence_minutes=10)  # a stretch from another base
+    status = {r.name: r for r in fleet_status(fb.fleet(), fb.clock()).rows}
+    assert not status["large"].stretched and status["large"].cadence_minutes == 10
 
 
 def test_retention_applies_once_a_day_per_org_as_run_and_prune_does_in_cron(
@@ -529,3 +534,72 @@ def test_each_org_run_is_its_own_run_finished_event_with_its_organization(
     assert set(finished) == {"north", "south"}
     assert finished["north"]["status"] == "ok" and finished["north"]["records"]["read"] == 1
     assert "ann@north.example" not in json.dumps(events)  # counts and ids, no personal data
+
+
+def test_a_lowered_cadence_is_no_stretch_only_a_budget_stretch_from_today_s_cadence_is(
+    fb: FleetBox,
+) -> None:
+    fb.write_fleet(cadence_minutes=30)
+    fb.add("a")
+    fb.ingest("a", [payload("a@example.org")])
+    fb.runner().cycle()
+    memory = load_fleet_state(fb.root / "fleet-state.json")["orgs"]["a"]
+    assert (memory["cadence_minutes"], memory["base_cadence_minutes"]) == (30, 30)
+    assert memory["cadence_stretched"] is False
+    fb.write_fleet(cadence_minutes=15)  # the operator lowers the cadence; usage is tiny
+    (row,) = fleet_status(fb.fleet(), fb.clock()).rows
+    assert (row.cadence_minutes, row.stretched, row.notes) == (15, False, [])
+    code, out = fleet_cli(fb, "status")
+    assert code == 0 and "stretched" not in out
+    # Memory written before the base was remembered is still read, and claims no stretch.
+    path = fb.root / "fleet-state.json"
+    data = json.loads(path.read_text())
+    data["orgs"]["a"] = {"cadence_minutes": 120, "last_status": "ok"}
+    path.write_text(json.dumps(data))
+    (row,) = fleet_status(fb.fleet(), fb.clock()).rows
+    assert (row.cadence_minutes, row.stretched, row.last_result) == (15, False, "ok")
+    # The next cycle plans again from the configured cadence.
+    fb.offset = timedelta(minutes=30)
+    fb.runner().cycle()
+    memory = load_fleet_state(path)["orgs"]["a"]
+    assert (memory["cadence_minutes"], memory["base_cadence_minutes"]) == (15, 15)
+
+
+def test_run_with_an_unknown_org_is_a_usage_error_naming_the_known_ones(fb: FleetBox) -> None:
+    fb.add("north")
+    fb.add("south")
+    code, out = fleet_cli(fb, "run", "--org", "nort")
+    assert code == 2, out
+    assert "no organization of that name" in out and str(fb.root / "orgs") in out
+    assert "did you mean 'north'?" in out
+    assert "flipsync fleet --fleet" in out and "add nort" in out
+    assert "copy config.example.yaml" not in out
+    code, out = fleet_cli(fb, "run", "--org", "north", "--org", "zzz-elsewhere")
+    assert code == 2
+    assert "the fleet's organizations are: north, south." in out
+    assert not (fb.root / "fleet-state.json").exists()  # nothing ran
+
+
+def test_a_placeholder_key_fails_check_and_add_refuses_to_copy_it(fb: FleetBox) -> None:
+    fb.write_fleet(application_key="your-application-api-key")
+    code, out = fleet_cli(fb, "check")
+    assert code == 2, out
+    assert "fleet.yaml: `application_key`: 'your-application-api-key' is a placeholder" in out
+    code, out = fleet_cli(fb, "add", "new-org", "--template", str(ROOT / "config.example.yaml"))
+    assert code == 2, out
+    assert "`application_key`: 'your-application-api-key' is a placeholder" in out
+    assert not (fb.root / "orgs" / "new-org").exists()
+
+
+def test_a_foreign_key_offers_both_fixes_and_hides_no_other_problem(fb: FleetBox) -> None:
+    directory = fb.add("other-key", constant_contact={"client_id": "another-key"})
+    (directory / "state" / "tokens.json").unlink()
+    code, out = fleet_cli(fb, "check")
+    assert code == 2
+    lines = [line for line in out.splitlines() if line.startswith("other-key: ")]
+    (key_line,) = [line for line in lines if "`constant_contact.client_id`" in line]
+    assert f"set `constant_contact.client_id` to {KEY} in {directory / 'flipsync.yaml'}" in key_line
+    assert "move this organization to the fleet of its key" in key_line
+    assert any(
+        line.startswith("other-key: login: No Constant Contact token file") for line in lines
+    )

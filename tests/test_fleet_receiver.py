@@ -371,3 +371,67 @@ def test_a_new_org_pointing_at_anothers_state_db_is_refused_and_the_other_kept(
     copycat = fb.secrets["copycat"]
     assert call(app, "POST", f"/copycat/flipcause/{copycat}", body_of("c@x.example"))[0] == 404
     assert stored(fb, "north") == ["n@north.example"]
+
+
+def _events(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    return [
+        json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")
+    ]
+
+
+def test_a_refused_webhook_logs_its_known_organization_never_the_secret_or_an_unknown_name(
+    app: FleetReceiver, fb: FleetBox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flipsync import logs
+
+    north = fb.secrets["north"]
+    logs.configure("info", "json")
+    try:
+        capsys.readouterr()
+        assert (
+            call(app, "POST", "/north/flipcause/wrong-secret-000000000", body_of("e@x.io"))[0]
+            == 404
+        )
+        call(app, "POST", "/north/flipcause", body_of("e@x.io"), {"X-Flipsync-Secret": "nope-1234"})
+        call(app, "POST", f"/attacker-text/flipcause/{north}", body_of("e@x.io"))
+        events = _events(capsys)
+    finally:
+        logs.configure("warning", "console")
+    refused = [e for e in events if e["event"] == "webhook_unauthorized"]
+    assert [(e["organization"], e["form"]) for e in refused] == [
+        ("north", "path"),
+        ("north", "header"),
+    ]
+    text = json.dumps(events)
+    assert "attacker-text" not in text and north not in text and "wrong-secret" not in text
+
+
+def test_reload_logs_kept_on_old_config_apart_from_not_served(
+    app: FleetReceiver, fb: FleetBox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flipsync import logs
+
+    (fb.root / "orgs" / "south" / "flipsync.yaml").write_text("policy: [\n", encoding="utf-8")
+    fb.add("west")
+    (fb.root / "orgs" / "west" / "flipsync.yaml").write_text("policy: [\n", encoding="utf-8")
+    fb.add("east")
+    logs.configure("info", "json")
+    try:
+        capsys.readouterr()
+        assert sorted(app.reload()) == ["south", "west"]
+        events = _events(capsys)
+    finally:
+        logs.configure("warning", "console")
+    by_event: dict[str, list[dict[str, Any]]] = {}
+    for e in events:
+        by_event.setdefault(e["event"], []).append(e)
+    (failed,) = by_event["fleet_org_reload_failed"]
+    assert failed["organization"] == "south" and failed["kept"] == "last good config"
+    assert failed["problems"] and failed["level"] == "warning"
+    (not_served,) = by_event["fleet_org_not_served"]
+    assert not_served["organization"] == "west"
+    (reloaded,) = by_event["fleet_reloaded"]
+    assert reloaded["level"] == "info"
+    assert reloaded["added"] == ["east"] and reloaded["removed"] == []
+    assert reloaded["kept_on_old_config"] == ["south"] and reloaded["not_served"] == ["west"]
+    assert app.organizations() == ["east", "north", "south"]
