@@ -122,9 +122,7 @@ def load_settings(path: Path | str | None, environ: Mapping[str, str] | None = N
         raw = yaml.safe_load(text)
         repeated = duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader))
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(str(config_path), [f"not valid YAML{where}: {exc}"]) from None
+        raise ConfigError(str(config_path), [_yaml_problem(exc)]) from None
     try:
         settings = parse_settings(raw, config_path)
     except ConfigError as exc:
@@ -273,6 +271,20 @@ def read_yaml(path: Path, missing_fix: str) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(str(path), [f"not valid YAML{where}: {exc}"]) from None
+        raise ConfigError(str(path), [_yaml_problem(exc)]) from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where and what, in the file's own terms (not the parser's `<unicode string>` marks)."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(exc, "problem", None)
+    if not isinstance(problem, str):
+        return f"not valid YAML{where}: {exc}"
+    context = getattr(exc, "context", None)
+    context_mark = getattr(exc, "context_mark", None)
+    if isinstance(context, str) and context_mark is not None:
+        problem += f" ({context} at line {context_mark.line + 1})"
+    elif isinstance(context, str):
+        problem += f" ({context})"
+    return f"not valid YAML{where}: {problem}"

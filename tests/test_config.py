@@ -125,6 +125,12 @@ def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
     path.write_text("policy:\n  setup: [unclosed\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="line"):
         load_settings(path, environ={})
+    path.write_text("organization: x\npolicy:\n  setup: a\n\tlists: b\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    (problem,) = caught.value.problems
+    assert problem.startswith("not valid YAML at line 4, column 1: found character '\\t'")
+    assert "<unicode string>" not in problem and "\n" not in problem  # one line, the file's terms
 
 
 def test_missing_file_says_copy_example(tmp_path: Path) -> None:
