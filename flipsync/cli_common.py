@@ -20,7 +20,7 @@ from flipsync import logs
 from flipsync.cli_support import EXIT_CLOSED_STDOUT, describe_os_error, silence_stdout
 from flipsync.clock import SYSTEM_CLOCK, Clock
 from flipsync.config import load_settings
-from flipsync.errors import ExitCode, FlipsyncError
+from flipsync.errors import ExitCode, FlipsyncError, with_config
 from flipsync.outcomes import RunReport
 from flipsync.report import (
     render_text,
@@ -49,7 +49,9 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
         try:
             return func(*args, **kwargs)
         except FlipsyncError as exc:
-            click.echo(for_terminal(f"flipsync: {exc}"), err=True)
+            click.echo(
+                for_terminal(f"flipsync: {with_config(str(exc), _config_given())}"), err=True
+            )
             sys.exit(int(exc.exit_code))
         except KeyboardInterrupt:
             click.echo("flipsync: interrupted; nothing past the last commit was lost", err=True)
@@ -74,6 +76,13 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             sys.exit(int(ExitCode.UNEXPECTED))
 
     return wrapper
+
+
+def _config_given() -> str | None:
+    """The -c path of this command line, if one was given (FLIPSYNC_CONFIG needs no repeat)."""
+    current = click.get_current_context(silent=True)
+    found = current.find_object(Context) if current is not None else None
+    return found.config_path if found is not None else None
 
 
 class Context:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from enum import IntEnum
+from pathlib import Path
 
 
 class ExitCode(IntEnum):
@@ -166,3 +167,15 @@ class ContactExists(RequestRefused):
         self.after_uncertain_post = after_uncertain_post
         text = message or f"The email already belongs to contact {contact_id or '(id not given)'}"
         super().__init__(text, status=409, error_key="contacts.api.conflict", body=body)
+
+
+def with_config(message: str, config: str | Path | None) -> str:
+    """A message's `flipsync auth login` completed with the config it is about.
+
+    The error comes from deep in the client, which knows no config path; the command (or
+    the fleet, which runs many organizations from one directory) does, and a fix that
+    cannot be pasted as it stands is half a fix.
+    """
+    if config is None:
+        return message
+    return message.replace("`flipsync auth login`", f"`flipsync -c {config} auth login`")

@@ -33,7 +33,7 @@ from flipsync.config import (
     placeholder_problems,
     read_yaml,
 )
-from flipsync.errors import ConfigError, FlipsyncError, InputError
+from flipsync.errors import ConfigError, FlipsyncError, InputError, with_config
 
 FLEET_FILE = "fleet.yaml"
 ORGS_DIR = "orgs"
@@ -413,7 +413,7 @@ def check_fleet(fleet: FleetSettings) -> dict[str, list[str]]:
         except FlipsyncError as exc:
             problems.append(f"login: {exc}")
         if problems:
-            found[name] = problems
+            found[name] = [with_config(p, fleet.org_dir(name) / ORG_CONFIG) for p in problems]
     for name, problems in clashes(loaded).items():
         found.setdefault(name, []).extend(problems)
     return dict(sorted(found.items()))

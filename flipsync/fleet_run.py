@@ -38,8 +38,9 @@ from flipsync.errors import (
     LockHeld,
     QuotaExceeded,
     ReauthRequired,
+    with_config,
 )
-from flipsync.fleet import FleetOrg, FleetSettings, clashes, load_org, org_names
+from flipsync.fleet import ORG_CONFIG, FleetOrg, FleetSettings, clashes, load_org, org_names
 from flipsync.report import report_level, run_summary
 from flipsync.state import StateDB, iso, utcnow
 from flipsync.tasks import ClientFactory, has_work, run_organization
@@ -411,7 +412,8 @@ class FleetRunner:
             result.outcomes = run.counts()
         except Exception as exc:  # one organization's failure never stops the rest
             result.status = _status_of(exc)
-            result.message = str(exc) or type(exc).__name__
+            result.message = with_config(str(exc), self.fleet.org_dir(s.name) / ORG_CONFIG)
+            result.message = result.message or type(exc).__name__
             if isinstance(exc, FlipsyncError):
                 log.warning(
                     "fleet_org_failed",

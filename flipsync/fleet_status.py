@@ -13,8 +13,8 @@ from datetime import datetime
 from typing import Any
 
 from flipsync import health
-from flipsync.errors import FlipsyncError
-from flipsync.fleet import FleetSettings, load_org, org_names
+from flipsync.errors import FlipsyncError, with_config
+from flipsync.fleet import ORG_CONFIG, FleetSettings, load_org, org_names
 from flipsync.fleet_run import key_budget, load_fleet_state, seconds_since
 from flipsync.state import StateDB
 
@@ -142,6 +142,8 @@ def org_status(
             f"last fleet run {row.last_result} ({row.last_run_at}): "
             f"{memory.get('last_message') or 'see the log'}"
         )
+    config = fleet.org_dir(name) / ORG_CONFIG
+    row.problems = [with_config(p, config) for p in row.problems]
     return row
 
 

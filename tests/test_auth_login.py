@@ -146,7 +146,9 @@ def test_denied_device_login_exits_6_and_writes_nothing(
     result = org.cli("auth", "login")
     assert result.exit_code == ExitCode.REAUTH, result.output
     assert "enter the code" in result.output
-    assert "denied" in result.output and "flipsync auth login" in result.output
+    assert (
+        "denied" in result.output and f"flipsync -c {org.config_path} auth login" in result.output
+    )
     assert not path.exists()
 
 
@@ -221,7 +223,10 @@ def test_code_login_refused_or_without_secret(org: Org) -> None:
     assert cli_with_secret(org, "auth", "login", "--code", code).exit_code == 0
     again = cli_with_secret(org, "auth", "login", "--code", code)
     assert again.exit_code == ExitCode.REAUTH
-    assert "invalid_grant" in again.output and "flipsync auth login" in again.output
+    assert (
+        "invalid_grant" in again.output
+        and f"flipsync -c {org.config_path} auth login" in again.output
+    )
 
     fresh = org.sandbox.issue_auth_code(CONFIDENTIAL, "https://localhost")
     missing = cli_with_secret(org, "auth", "login", "--code", fresh, secret=None)
@@ -262,4 +267,4 @@ def test_auth_status_reports_expiry_without_tokens(org: Org) -> None:
     path.unlink()
     missing = org.cli("auth", "status")
     assert missing.exit_code == ExitCode.REAUTH
-    assert "flipsync auth login" in missing.output
+    assert f"flipsync -c {org.config_path} auth login" in missing.output

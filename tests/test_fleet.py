@@ -96,6 +96,8 @@ def test_fleet_add_scaffolds_an_org_that_checks_ok(fb: FleetBox) -> None:
     code, out = fleet_cli(fb, "check")
     assert code == 2
     assert "riverside-food-bank: login: No Constant Contact token file" in out
+    # the fix as it can be pasted from the fleet directory: with the organization's config
+    assert f"`flipsync -c {directory / 'flipsync.yaml'} auth login`" in out
     fb.add("other")  # only for its valid token file
     (directory / "state" / "riverside-food-bank.tokens.json").write_bytes(
         (fb.root / "orgs" / "other" / "state" / "tokens.json").read_bytes()
