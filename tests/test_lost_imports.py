@@ -237,6 +237,52 @@ def test_a_list_membership_removed_behind_flipsyncs_back_is_repaired(org: Org) -
     assert_everyone_landed(org, [*FIRST, "later@example.org"])
 
 
+def test_a_second_write_of_a_person_keeps_the_first_ones_lists_to_verify(org: Org) -> None:
+    """Two batches write ada: the first write's lists are still checked (and repaired).
+
+    The unproven write of batch 1 (Donors) is not replaced by batch 2's (Existing): if
+    batch 1's membership did not stick, the next read sees it missing and sends it again.
+    """
+    org.write_config(
+        policy={
+            "setup": "all_contacts_uniform",
+            "new_contact_status": "implicit",
+            "lists": {"new": ["Donors"], "existing": ["Existing"]},
+        },
+        run={"batch_size": 1, "lookup_strategy": "mirror"},
+    )
+    ada = "ada@example.org"
+    org.ingest([payload(ada, txn="T1"), payload(ada, first="Ada2", txn="T2")])
+    imports = {"n": 0}
+
+    class FirstWriteDoesNotStick:
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._inner, name)
+
+        def start_json_import(self, *args: Any, **kwargs: Any) -> Any:
+            imports["n"] += 1
+            if imports["n"] == 2:  # batch 1's Donors membership is gone before batch 2
+                org.sandbox.remove_from_list(ada, "Donors")
+            return self._inner.start_json_import(*args, **kwargs)
+
+    assert run_once(org, wrap=FirstWriteDoesNotStick).status == "ok"
+    assert imports["n"] == 2
+    with org.state() as state:
+        (pending,) = state.pending_expectations()
+    names = {lst["list_id"]: lst["name"] for lst in org.sandbox.lists()}
+    assert {names[i] for i in pending.list_ids} == {"Donors", "Existing"}
+    assert len(pending.seqs) == 2
+    org.clock.advance(7200)  # past the wait before a write is checked
+    second = run_once(org)
+    assert second.writes_resent == 1, second.warnings
+    run_until_idle(org)
+    contact = org.contact(ada)
+    assert contact is not None and "Donors" in org.list_names(contact)
+
+
 def test_a_wholly_lost_import_is_found_by_one_lookup_and_resent(org: Org) -> None:
     """Lookup strategy, no mirror: one lookup per import decides; a lost one is re-sent whole."""
     configure(org, lookup_strategy="lookup")

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from flipsync.emails import normalize_email
+from flipsync.state.expectations import merged_with_pending
 from flipsync.state.mirror import MirrorTables
 from flipsync.state.model import Expectation, MirrorEntry, _dumps, iso, utcnow
 
@@ -89,6 +90,7 @@ class CommitTables(MirrorTables):
                     (txn_id, email_key, int(signed_up), int(created), run_id),
                 )
             self._upsert_mirror(conn, mirror)
+            # One row per person; a later write joins an unproven earlier one, never replaces it.
             conn.executemany(
                 "INSERT OR REPLACE INTO expected_writes(email_key, list_ids, seqs, op_ref, run_id, "
                 "written_at) VALUES(?,?,?,?,?,?)",
@@ -101,7 +103,7 @@ class CommitTables(MirrorTables):
                         e.run_id,
                         e.written_at,
                     )
-                    for e in expect
+                    for e in merged_with_pending(conn, expect)
                 ],
             )
             for key, value in (meta or {}).items():

@@ -3,10 +3,51 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterable, Mapping
 
 from flipsync.state.base import StateBase
 from flipsync.state.model import Expectation, iso, utcnow
+
+
+def merged_with_pending(
+    conn: sqlite3.Connection, expect: Iterable[Expectation]
+) -> list[Expectation]:
+    """New expectations, each joined with any still unproven for the same person.
+
+    One row per person: a later write of someone whose earlier write is not yet seen must
+    not replace it, or a lost first write (its lists, its records) would never be checked.
+    Memberships only accumulate, so the person must show every list of both writes, and
+    a lost write sends the records of both again. The later write's time decides when.
+    """
+    merged: dict[str, Expectation] = {}
+    for new in expect:
+        old = merged.get(new.email_key)
+        if old is None:
+            row = conn.execute(
+                "SELECT list_ids, seqs, written_at FROM expected_writes WHERE email_key=?",
+                (new.email_key,),
+            ).fetchone()
+            if row is not None:
+                old = Expectation(
+                    email_key=new.email_key,
+                    list_ids=frozenset(str(x) for x in json.loads(row[0])),
+                    seqs=tuple(int(x) for x in json.loads(row[1])),
+                    op_ref=new.op_ref,
+                    run_id=new.run_id,
+                    written_at=str(row[2]),
+                )
+        if old is not None:
+            new = Expectation(
+                email_key=new.email_key,
+                list_ids=old.list_ids | new.list_ids,
+                seqs=tuple(sorted(set(old.seqs) | set(new.seqs))),
+                op_ref=new.op_ref,
+                run_id=new.run_id,
+                written_at=max(old.written_at, new.written_at),
+            )
+        merged[new.email_key] = new
+    return list(merged.values())
 
 
 class ExpectationTables(StateBase):
