@@ -9,6 +9,7 @@ Folders and files that cannot be written are named with the fix, before any work
 
 from __future__ import annotations
 
+import fcntl
 import getpass
 import os
 from datetime import datetime
@@ -26,8 +27,8 @@ def unusable(path: Path, problem: str) -> StateUnusable:
     return StateUnusable(
         f"state file {path} {problem}. flipsync will not treat it as a fresh start, which "
         "would lose the inbox, the checkpoint and the decision history. Restore it from a "
-        "backup (with the receiver and cron stopped), or start over on purpose with "
-        f"`{START_OVER}` (the file is kept beside it as {path.name}.unusable-<time>)."
+        f"backup, or start over on purpose with `{START_OVER}` (the file is kept beside it "
+        f"as {path.name}.unusable-<time>); either way, stop the receiver and cron first."
     )
 
 
@@ -115,6 +116,33 @@ def readonly_uri_query(path: Path) -> str:
     return "mode=ro"
 
 
+# SQLite's unix VFS: every open connection to a WAL database holds a shared POSIX lock on
+# this byte of the -shm file for as long as it is open (its "dead man switch").
+_SHM_DMS_BYTE = 128
+
+
+def in_use_elsewhere(path: Path) -> bool:
+    """True when another process has this WAL state DB open (it holds the -shm's DMS lock).
+
+    Only for a file this process has no connection to (init's unusable file): closing our
+    probe drops this process's own POSIX locks on the -shm, which then are none.
+    """
+    shm = path.with_name(path.name + "-shm")
+    try:
+        fd = os.open(shm, os.O_RDWR)
+    except OSError:
+        return False  # no -shm, or not ours to open: no connection can be using it
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, _SHM_DMS_BYTE)
+        except OSError:
+            return True
+        fcntl.lockf(fd, fcntl.LOCK_UN, 1, _SHM_DMS_BYTE)
+        return False
+    finally:
+        os.close(fd)
+
+
 def move_aside(path: Path, now: datetime) -> Path:
     """Rename an unusable state file (and its -wal/-shm) out of the way; returns the new name."""
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
@@ -143,6 +171,13 @@ def initialize(path: Path, *, start_over: bool, now: datetime) -> str:
     except StateUnusable:
         if not start_over:
             raise
+        if in_use_elsewhere(path):
+            raise StartOverRefused(
+                f"state file {path} is unusable but another process still has it open (the "
+                "webhook receiver, or a run): moving it now would leave that process writing "
+                "into the moved file. Stop the receiver and cron (for example `systemctl stop "
+                "flipsync-receiver@<org>`), then run this again."
+            ) from None
         kept = move_aside(path, now)
         StateDB.open(path).close()
         return (

@@ -134,6 +134,41 @@ def test_init_starts_over_only_on_purpose_and_only_over_a_broken_file(tmp_path: 
     assert status.exit_code == 0 and '"inbox_total": 0' in status.output
 
 
+def test_start_over_waits_until_no_process_has_the_file_open(tmp_path: Path) -> None:
+    """A receiver still writing into a damaged file: start-over refuses, then works once it stops.
+
+    Moving the file from under a live writer would leave it answering 200 into the moved
+    file, which nothing reads.
+    """
+    config, state = _healthy(tmp_path)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys\nfrom flipsync.state import StateDB\n"
+            f"db = StateDB.open({str(state)!r}, create=False)\n"
+            "db.inbox_count()\nprint('ready', flush=True)\nsys.stdin.read()\ndb.close()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        with state.open("r+b") as fh:  # the file is damaged while the receiver runs
+            fh.write(b"not a database!!")
+        runner = CliRunner()
+        refused = runner.invoke(cli, ["-c", str(config), "init", "--start-over"])
+        assert refused.exit_code == ExitCode.CONFIG, refused.output
+        assert "another process still has it open" in refused.output
+        assert not [p for p in tmp_path.iterdir() if ".unusable-" in p.name]
+    finally:
+        holder.communicate("", timeout=30)
+    done = CliRunner().invoke(cli, ["-c", str(config), "init", "--start-over"])
+    assert done.exit_code == 0, done.output
+    assert [p for p in tmp_path.iterdir() if p.name.startswith("state.db.unusable-")]
+
+
 def test_a_new_state_db_is_never_left_empty(tmp_path: Path) -> None:
     """Creation goes through a temporary name: only a complete DB ever has the state file's name."""
     state = tmp_path / "sub" / "state.db"
