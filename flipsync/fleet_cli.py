@@ -175,7 +175,16 @@ def fleet_status_cmd(ctx: click.Context, as_json: bool, check: bool) -> None:
 
     settings = _load(ctx)
     status = fleet_status(settings, utcnow())
-    if as_json:
+    if check and not as_json:  # for monitors, like `status --check`: the problems, or ok
+        for row in status.unhealthy:
+            for problem in row.problems:
+                click.echo(f"problem: {row.name}: {problem}")
+        if not status.unhealthy:
+            click.echo(
+                f"ok: {len(status.rows)} organization(s); application key, {status.day}: "
+                f"{status.key_requests_today} of {status.key_budget} requests"
+            )
+    elif as_json:
         click.echo(json.dumps(status.as_dict(), indent=2))
     else:
         now = utcnow()

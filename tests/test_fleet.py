@@ -342,8 +342,10 @@ def test_fleet_status_rows_and_key_totals(fb: FleetBox) -> None:
     data = json.loads(out)
     assert [o["organization"] for o in data["organizations"]] == ["a", "b"]
     assert data["application_key_budget"] == 10_000
-    code, _ = fleet_cli(fb, "status", "--check")
+    code, out = fleet_cli(fb, "status", "--check")
     assert code == 0
+    assert out.startswith("ok: 2 organization(s); application key, ")
+    assert out.count("\n") == 1  # one line for a monitor, not the table
 
 
 def test_fleet_run_cli_prints_each_org_and_keeps_its_memory_private(fb: FleetBox) -> None:
