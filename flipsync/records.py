@@ -100,8 +100,12 @@ class FlipcauseRecord:
 
     @property
     def is_mailing_list(self) -> bool:
-        """A Mailing List activity is Flipcause's only opt-in signal."""
-        return self.activity_kind == "mailing_list"
+        """A Mailing List activity is Flipcause's only opt-in signal; never on a refund.
+
+        A refund reverses a transaction: whatever activity type it repeats, it is no one
+        asking to be emailed, so it is no evidence of consent.
+        """
+        return self.activity_kind == "mailing_list" and self.kind is not RecordKind.REFUND
 
     @property
     def is_recurring(self) -> bool:

@@ -341,9 +341,15 @@ class Syncer:
                     {p.email_key: overlay[p.email_key] for p in people if p.email_key in overlay}
                 )
             decisions = self._decide(people, known)
-            if learnt.method.startswith("mirror") and _signs_up_existing(decisions):
-                # The sign-up form would make an unsubscribed contact explicit again: ask who
-                # opted out since the last check (not relying on updated_at), then decide anew.
+            if learnt.method.startswith("mirror") and (
+                _signs_up_existing(decisions)
+                or (not dry_run and learnt.requests == 0 and _writes_anyone(decisions))
+            ):
+                # The sign-up form would make an unsubscribed contact explicit again, and no
+                # write may touch one: ask who opted out since the last check (not relying on
+                # updated_at), then decide anew. Needed before a sign-up of a known contact,
+                # and before any write of a later batch of a run, which reads the account
+                # once: someone may have unsubscribed meanwhile, even a contact created since.
                 self.knowledge.check_optouts()
                 known.update(self.knowledge.from_mirror(p.email_key for p in people))
                 if overlay:
@@ -427,6 +433,11 @@ class Syncer:
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+def _writes_anyone(decisions: list[Decision]) -> bool:
+    """Whether any decision sends a write to Constant Contact."""
+    return any(d.endpoint is not Endpoint.NONE for d in decisions)
 
 
 def _signs_up_existing(decisions: list[Decision]) -> bool:

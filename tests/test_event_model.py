@@ -143,6 +143,36 @@ def test_refund_record_syncs_its_person_but_never_matches_amount_or_recurring_ru
     assert ("big", "Major") in rule_lists((gift,), settings.policy)
 
 
+def test_a_refund_is_never_evidence_of_a_sign_up() -> None:
+    """A refund repeating a Mailing List activity: no one asked to be emailed; no sign-up."""
+    settings = settings_from(
+        config_dict(
+            policy={
+                "setup": "mailing_list_contacts",
+                "lists": {"new": ["Newsletter"], "existing": ["Existing"]},
+            }
+        )
+    )
+    refund = record(
+        payload(
+            "r@example.org",
+            activity="Mailing List",
+            amount="-25.00",
+            webhook_trigger_type="new_refund",
+        ),
+        settings,
+    )
+    assert refund.kind is RecordKind.REFUND and not refund.is_mailing_list
+    (who,) = group_people([refund], {})
+    assert not who.signed_up
+    for known in (Known(permission="implicit"), None):
+        decision = decide(who, known, settings.policy)
+        assert decision.action is Action.SKIP and decision.endpoint == "none"
+    # the same activity outside a refund is the opt-in it always was
+    signup = record(payload("r@example.org", activity="Mailing List", amount=""), settings)
+    assert signup.is_mailing_list
+
+
 def test_refund_recognised_from_a_configured_trigger_type() -> None:
     """A refund may also come as its own trigger; both names and values are configurable."""
     settings = settings_from(

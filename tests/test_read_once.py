@@ -7,6 +7,11 @@ last check are asked for with ``optout_after``, which does not rely on ``updated
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+
+from flipsync.cli import build_client
+from flipsync.sync import Syncer
 from tests.conftest import Org
 from tests.helpers import payload
 
@@ -22,7 +27,8 @@ def contact_reads(org: Org) -> list[str]:
 
 
 def test_a_run_of_twenty_batches_reads_no_contact_page_twice(org: Org) -> None:
-    """20 batches on a warm mirror: one refresh for the run, none per batch."""
+    """20 batches on a warm mirror: one refresh for the run; per later batch, only the opt-out
+    check (who unsubscribed since the previous one), so no page is read twice."""
     org.write_config(run={"lookup_strategy": "mirror", "batch_size": 5})
     org.ingest([payload("seed@example.org")])
     assert org.run().status == "ok"  # builds the mirror
@@ -32,7 +38,9 @@ def test_a_run_of_twenty_batches_reads_no_contact_page_twice(org: Org) -> None:
     assert report.knowledge.count("mirror refresh") == 1
     assert len(report.knowledge) == 20
     reads = contact_reads(org)
-    assert len(reads) == 1 and "updated_after" in reads[0]
+    assert len([q for q in reads if "updated_after" in q]) == 1 and "updated_after" in reads[0]
+    assert len([q for q in reads if "optout_after" in q]) == 19
+    assert len(reads) == 20 and len({str(sorted(q.items())) for q in reads}) == 20  # each once
     assert report.counts()["create"] == 100
 
 
@@ -73,3 +81,73 @@ def test_no_opt_out_check_without_a_sign_up_of_an_existing_contact(org: Org) -> 
     org.ingest([payload("known@example.org", txn="K"), payload("new@example.org", txn="N")])
     org.run()
     assert not any("optout_after" in q for q in contact_reads(org))
+
+
+def _run_changing_the_account_after_batch_1(org: Org, change: Callable[[], None]) -> None:
+    """A live run of several batches; `change` happens in Constant Contact after the first."""
+    settings = org.settings()
+    calls = {"n": 0}
+
+    def progress(*_args: object) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            change()
+
+    with org.state() as state:
+        Syncer(
+            settings,
+            state,
+            build_client(settings, clock=org.clock),
+            sleep=org.clock.sleep,
+            clock=org.clock.now,
+            progress=progress,
+        ).run()
+    assert calls["n"] >= 2  # the change came between batches of one run
+
+
+def _bodies_naming(org: Org, email: str) -> list[str]:
+    return [
+        f"{e.method} {e.path}"
+        for e in org.api_requests()
+        if e.method == "POST" and email in json.dumps(e.body)
+    ]
+
+
+def test_a_contact_created_unsubscribed_mid_run_is_never_signed_up(org: Org) -> None:
+    """Added in Constant Contact as unsubscribed while the run is between batches: skipped."""
+    org.write_config(
+        run={"lookup_strategy": "mirror", "batch_size": 1},
+        policy={
+            "setup": "mailing_list_contacts",
+            "lists": {"new": ["Newsletter"], "existing": ["Existing"]},
+        },
+    )
+    org.ingest([payload("other@example.org", activity="Mailing List", amount="")])
+    assert org.run().status == "ok"  # the mirror is built
+    org.ingest(
+        [
+            payload("x1@example.org", activity="Mailing List", amount="", txn="X1"),
+            payload("n@example.org", activity="Mailing List", amount="", txn="N"),
+        ]
+    )
+    org.sandbox.clear_request_log()
+    _run_changing_the_account_after_batch_1(
+        org, lambda: org.sandbox.add_contact("n@example.org", permission="unsubscribed")
+    )
+    assert _bodies_naming(org, "n@example.org") == []
+    contact = org.contact("n@example.org")
+    assert contact is not None
+    assert contact["email_address"]["permission_to_send"] == "unsubscribed"
+
+
+def test_a_contact_unsubscribing_mid_run_gets_no_request_at_all(org: Org) -> None:
+    """Implicit, then unsubscribed between batches of one run: left out of the next import."""
+    org.write_config(run={"lookup_strategy": "mirror", "batch_size": 1})
+    org.sandbox.add_contact("e@example.org", permission="implicit")
+    org.ingest([payload("other@example.org")])
+    assert org.run().status == "ok"
+    org.ingest([payload("x1@example.org", txn="X1"), payload("e@example.org", txn="E")])
+    org.sandbox.clear_request_log()
+    _run_changing_the_account_after_batch_1(org, lambda: org.sandbox.unsubscribe("e@example.org"))
+    assert _bodies_naming(org, "e@example.org") == []
+    assert any("optout_after" in q for q in contact_reads(org))
