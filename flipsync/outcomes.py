@@ -253,32 +253,31 @@ def _ids(ids: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
 
 def unusable_outcome(item: Unusable, row: InboxRow) -> Outcome:
     """The outcome of a payload that yields no record (rejected, or nothing to sync)."""
-    return Outcome(
-        email=item.email,
-        email_key=None,
-        seqs=(row.seq,),
-        record_keys=(row.record_key,),
-        flipcause_ids=_ids(item.ids),
-        action=Action.REJECT if item.rejected else Action.SKIP,
-        endpoint=Endpoint.NONE,
-        status_before=None,
-        status_after=None,
-        lists=(),
-        list_ids=(),
-        fields=(),
-        reason=item.reason,
-        op_id=None,
-    )
+    action = Action.REJECT if item.rejected else Action.SKIP
+    return _undecided(item.email, row.seq, row.record_key, _ids(item.ids), action, item.reason)
 
 
 def record_outcome(record: FlipcauseRecord, action: Action, reason: str) -> Outcome:
     """The outcome of one record dropped before any decision (a skip rule)."""
+    ids = _ids(record.flipcause_ids())
+    return _undecided(record.email, record.seq, record.record_key, ids, action, reason)
+
+
+def _undecided(
+    email: str | None,
+    seq: int,
+    record_key: str,
+    ids: dict[str, tuple[str, ...]],
+    action: Action,
+    reason: str,
+) -> Outcome:
+    """One record's outcome with no person decided and nothing written."""
     return Outcome(
-        email=record.email,
+        email=email,
         email_key=None,
-        seqs=(record.seq,),
-        record_keys=(record.record_key,),
-        flipcause_ids=_ids(record.flipcause_ids()),
+        seqs=(seq,),
+        record_keys=(record_key,),
+        flipcause_ids=ids,
         action=action,
         endpoint=Endpoint.NONE,
         status_before=None,

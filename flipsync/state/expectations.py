@@ -5,9 +5,21 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 
 from flipsync.state.base import StateBase
 from flipsync.state.model import Expectation, iso, utcnow
+
+
+def _expectation(row: sqlite3.Row) -> Expectation:
+    return Expectation(
+        email_key=str(row["email_key"]),
+        list_ids=frozenset(str(x) for x in json.loads(row["list_ids"])),
+        seqs=tuple(int(x) for x in json.loads(row["seqs"])),
+        op_ref=str(row["op_ref"]),
+        run_id=str(row["run_id"]),
+        written_at=str(row["written_at"]),
+    )
 
 
 def merged_with_pending(
@@ -25,25 +37,14 @@ def merged_with_pending(
         old = merged.get(new.email_key)
         if old is None:
             row = conn.execute(
-                "SELECT list_ids, seqs, written_at FROM expected_writes WHERE email_key=?",
-                (new.email_key,),
+                "SELECT * FROM expected_writes WHERE email_key=?", (new.email_key,)
             ).fetchone()
-            if row is not None:
-                old = Expectation(
-                    email_key=new.email_key,
-                    list_ids=frozenset(str(x) for x in json.loads(row[0])),
-                    seqs=tuple(int(x) for x in json.loads(row[1])),
-                    op_ref=new.op_ref,
-                    run_id=new.run_id,
-                    written_at=str(row[2]),
-                )
+            old = None if row is None else _expectation(row)
         if old is not None:
-            new = Expectation(
-                email_key=new.email_key,
+            new = replace(
+                new,
                 list_ids=old.list_ids | new.list_ids,
                 seqs=tuple(sorted(set(old.seqs) | set(new.seqs))),
-                op_ref=new.op_ref,
-                run_id=new.run_id,
                 written_at=max(old.written_at, new.written_at),
             )
         merged[new.email_key] = new
@@ -55,17 +56,8 @@ class ExpectationTables(StateBase):
 
     def pending_expectations(self) -> list[Expectation]:
         """Writes not yet seen in Constant Contact, oldest first."""
-        return [
-            Expectation(
-                email_key=r["email_key"],
-                list_ids=frozenset(json.loads(r["list_ids"])),
-                seqs=tuple(int(x) for x in json.loads(r["seqs"])),
-                op_ref=r["op_ref"],
-                run_id=r["run_id"],
-                written_at=r["written_at"],
-            )
-            for r in self._conn.execute("SELECT * FROM expected_writes ORDER BY written_at, rowid")
-        ]
+        rows = self._conn.execute("SELECT * FROM expected_writes ORDER BY written_at, rowid")
+        return [_expectation(r) for r in rows]
 
     def oldest_expectation_at(self) -> str | None:
         """When the oldest unproven write was committed, or None."""
